@@ -1,0 +1,12 @@
+"""HTTP edges. ``register_blueprints`` is the one place URL prefixes are set."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from blueprints import api, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp, url_prefix="/api")

@@ -1,0 +1,181 @@
+"""`flask` commands for operators and scripts. Thin: parse, call the domain, print counts.
+
+The wording of each command is part of CONTRACT.md; scripts rely on it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from blueprints.settings import current_settings
+from extensions import db
+from jobs.credits import expire_credits
+from ledger import operations
+from ledger.accounts import find_account
+from ledger.book import Actor
+from ledger.kinds import LotSource
+from ledger.money import Money, format_amount
+from models import Customer, Shop
+from models.shop import is_shop_domain
+from tokens import TokenBox
+
+DEMO_SHOP = "creditcraft-demo.myshopify.com"
+DEMO_CUSTOMERS = [
+    (7408348290, "ada@example.com", "Ada", "Lovelace"),
+    (7408348291, "grace@example.com", "Grace", "Hopper"),
+    (7408348292, "alan@example.com", "Alan", "Turing"),
+    (7408348293, "edsger@example.com", "Edsger", "Dijkstra"),
+    (7408348294, "barbara@example.com", "Barbara", "Liskov"),
+    (7408348295, "ken@example.com", "Ken", "Thompson"),
+]
+
+shops_cli = AppGroup("shops", help="Register and inspect installed shops.")
+credits_cli = AppGroup("credits", help="Run credit jobs inline.")
+demo_cli = AppGroup("demo", help="Demo data for `make run`.")
+
+
+def register_commands(app: Flask) -> None:
+    for group in (shops_cli, credits_cli, demo_cli):
+        app.cli.add_command(group)
+
+
+def _utc(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _shop_by_domain(domain: str) -> Shop:
+    shop = db.session.execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
+    if shop is None:
+        raise click.ClickException(f"no shop {domain}")
+    return shop
+
+
+def install_shop(domain: str, token: str, *, native_sync: bool, now: datetime) -> Shop:
+    """Create or re-install ``domain`` with an offline access token (stored encrypted)."""
+    if not is_shop_domain(domain):
+        raise click.BadParameter("must be <name>.myshopify.com", param_hint="DOMAIN")
+    box = TokenBox(current_settings().token_encryption_keys)
+    shop = db.session.execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
+    if shop is None:
+        shop = Shop(domain=domain, created_at=now)
+        db.session.add(shop)
+    shop.access_token_encrypted = box.encrypt(token)
+    shop.installed_at, shop.uninstalled_at, shop.redact_due_at = now, None, None
+    shop.native_sync = native_sync
+    db.session.commit()
+    return shop
+
+
+@shops_cli.command("install")
+@click.argument("domain")
+@click.option("--token", required=True, help="The shop's offline Admin API access token.")
+@click.option("--no-native-sync", is_flag=True, help="Keep credit in CreditCraft only.")
+def shops_install(domain: str, token: str, no_native_sync: bool) -> None:
+    """Register DOMAIN as installed, by hand (operators, tests)."""
+    shop = install_shop(domain, token, native_sync=not no_native_sync, now=_utc(None))
+    sync = "off" if no_native_sync else "on"
+    click.echo(f"installed {shop.domain} (shop id {shop.id}, native sync {sync})")
+
+
+@credits_cli.command("expire")
+@click.option("--shop", "domain", help="Only this shop (default: every shop).")
+@click.option("--now", "now_iso", help="Expire as of this ISO time (default: now).")
+def credits_expire(domain: str | None, now_iso: str | None) -> None:
+    """Expire every lot due now, inline; print counts."""
+    shop_id = _shop_by_domain(domain).id if domain else None
+    report = expire_credits(shop_id, _utc(now_iso).isoformat())
+    totals = ", ".join(f"{format_amount(v, c)} {c}" for c, v in sorted(report.amounts.items()))
+    click.echo(
+        f"expired {report.lots} lots in {report.accounts} accounts"
+        + (f" ({totals})" if totals else "")
+    )
+
+
+@demo_cli.command("seed")
+@click.option("--shop", "domain", default=DEMO_SHOP, show_default=True)
+def demo_seed(domain: str) -> None:
+    """An installed demo shop with customers, lots and history (safe to run again)."""
+    now = _utc(None)
+    shop = db.session.execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
+    if shop is None:
+        shop = install_shop(domain, "demo-offline-token", native_sync=False, now=now)
+    _seed_customers(shop, now)
+    _seed_history(shop, now)
+    click.echo(f"demo shop {shop.domain} ready with {len(DEMO_CUSTOMERS)} customers")
+
+
+def _seed_customers(shop: Shop, now: datetime) -> None:
+    for shopify_id, email, first, last in DEMO_CUSTOMERS:
+        customer = db.session.execute(
+            select(Customer).where(
+                Customer.shop_id == shop.id, Customer.shopify_customer_id == shopify_id
+            )
+        ).scalar_one_or_none()
+        if customer is None:
+            db.session.add(
+                Customer(
+                    shop_id=shop.id,
+                    shopify_customer_id=shopify_id,
+                    email=email,
+                    first_name=first,
+                    last_name=last,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    db.session.commit()
+
+
+def _seed_history(shop: Shop, now: datetime) -> None:
+    """Issue, spend and expire through the ledger itself; customers with history are kept."""
+    start = now.replace(microsecond=0) - timedelta(days=60)
+    for index, (shopify_id, *_rest) in enumerate(DEMO_CUSTOMERS):
+        if find_account(db.session, shop.id, shopify_id, "USD") is None:
+            _seed_customer_history(shop.id, shopify_id, index, start, now)
+    expire_credits(shop.id, now.isoformat())
+
+
+def _seed_customer_history(
+    shop_id: int, shopify_id: int, index: int, start: datetime, now: datetime
+) -> None:
+    def by(step: str, days: int, reason: str) -> Actor:
+        return Actor(
+            shop_id=shop_id,
+            now=start + timedelta(days=days),
+            actor="system:demo",
+            reason=reason,
+            idempotency_key=f"demo:{shopify_id}:{step}",
+        )
+
+    operations.issue(
+        db.session,
+        by("welcome", 0, "welcome credit"),
+        customer=shopify_id,
+        amount=Money(2500 + 500 * index, "USD"),
+        expires_at=start + timedelta(days=45),
+        source=LotSource.GOODWILL,
+    )
+    operations.issue(
+        db.session,
+        by("cashback", 10, "cashback"),
+        customer=shopify_id,
+        amount=Money(1000, "USD"),
+        expires_at=now + timedelta(days=20 + index),
+        source=LotSource.CASHBACK,
+    )
+    if index % 2 == 0:
+        operations.redeem(
+            db.session,
+            by("order", 20, "order"),
+            customer=shopify_id,
+            amount=Money(1500, "USD"),
+            shopify_order_id=5_000_000_000 + index,
+        )

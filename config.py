@@ -1,0 +1,126 @@
+"""Settings read from the environment once, at start-up.
+
+Production refuses to start without its secrets and names the first one missing; development
+(`make run`) and tests get harmless defaults so that they need nothing but Python.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+ENVIRONMENTS = ("production", "development", "test")
+DEFAULT_API_VERSION = "2026-10"
+DEFAULT_SCOPES = "read_customers,write_store_credit_account_transactions,read_orders"
+# Development and test defaults only: production refuses to start without its own secrets.
+DEVELOPMENT_SECRET = "dev-only-secret-not-for-production-0123456789"  # noqa: S105
+DEVELOPMENT_FERNET_KEY = "ZGV2LW9ubHkta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="
+SQLITE_DEFAULT = f"sqlite:///{PROJECT_ROOT / 'instance' / 'creditcraft.sqlite3'}"
+
+
+class ConfigError(SystemExit):
+    """Stops the process with one line naming what is wrong (SystemExit prints it)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    secret_key: str
+    shopify_api_key: str
+    shopify_api_secret: str
+    token_encryption_keys: tuple[str, ...]
+    shopify_api_secret_previous: str | None = None
+    shopify_api_version: str = DEFAULT_API_VERSION
+    shopify_scopes: str = DEFAULT_SCOPES
+    shopify_admin_origin: str = "https://{shop}"
+    app_url: str = "http://127.0.0.1:8000"
+    database_url: str = SQLITE_DEFAULT
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_pool_timeout: int = 10
+    db_sslmode: str | None = None
+    redis_url: str | None = None
+    slow_query_ms: int = 200
+    idempotency_key_ttl_hours: int = 48
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def engine_options(self) -> dict[str, object]:
+        """Pool and TLS options for SQLAlchemy's engine (SQLite takes none of them)."""
+        if not self.database_url.startswith("postgresql"):
+            return {}
+        options: dict[str, object] = {
+            "pool_size": self.db_pool_size,
+            "max_overflow": self.db_max_overflow,
+            "pool_timeout": self.db_pool_timeout,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+        }
+        if self.db_sslmode:
+            options["connect_args"] = {"sslmode": self.db_sslmode}
+        return options
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``environ`` (default ``os.environ``); raise ConfigError if unusable."""
+    env = dict(os.environ if environ is None else environ)
+    mode = env.get("CREDITCRAFT_ENV", "production")
+    if mode not in ENVIRONMENTS:
+        raise ConfigError(f"config: CREDITCRAFT_ENV must be one of {', '.join(ENVIRONMENTS)}")
+
+    def secret(name: str, dev_default: str) -> str:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+        if mode == "production":
+            raise ConfigError(f"config: the environment variable {name} is required")
+        return dev_default
+
+    return Settings(
+        env=mode,
+        secret_key=secret("SECRET_KEY", DEVELOPMENT_SECRET),
+        shopify_api_key=secret("SHOPIFY_API_KEY", "creditcraft-dev-api-key"),
+        shopify_api_secret=secret("SHOPIFY_API_SECRET", DEVELOPMENT_SECRET),
+        token_encryption_keys=_csv(secret("TOKEN_ENCRYPTION_KEYS", DEVELOPMENT_FERNET_KEY)),
+        shopify_api_secret_previous=env.get("SHOPIFY_API_SECRET_PREVIOUS") or None,
+        shopify_api_version=env.get("SHOPIFY_API_VERSION", DEFAULT_API_VERSION),
+        shopify_scopes=env.get("SHOPIFY_SCOPES", DEFAULT_SCOPES),
+        shopify_admin_origin=env.get("SHOPIFY_ADMIN_ORIGIN", "https://{shop}"),
+        app_url=env.get("APP_URL", "http://127.0.0.1:8000").rstrip("/"),
+        database_url=_database_url(env.get("DATABASE_URL", SQLITE_DEFAULT)),
+        db_pool_size=_int(env, "DB_POOL_SIZE", 10),
+        db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 10),
+        db_pool_timeout=_int(env, "DB_POOL_TIMEOUT", 10),
+        db_sslmode=env.get("DB_SSLMODE") or None,
+        redis_url=env.get("REDIS_URL") or None,
+        slow_query_ms=_int(env, "SLOW_QUERY_MS", 200),
+    )
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"config: {name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _database_url(url: str) -> str:
+    """Make a relative SQLite path relative to the project, not to whatever the cwd is."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+        return prefix + str(PROJECT_ROOT / url[len(prefix) :])
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url

@@ -1,0 +1,19 @@
+"""Credit jobs: expiry (reconciliation and native sync come with the jobs issue)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from extensions import db
+from ledger.expiry import ExpiryReport, expire_due
+
+log = logging.getLogger(__name__)
+
+
+def expire_credits(shop_id: int | None = None, now_iso: str | None = None) -> ExpiryReport:
+    """Expire every lot due at ``now_iso`` (default: now), in one shop or in all."""
+    now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    report = expire_due(db.session, now=now, shop_id=shop_id)
+    log.info("expired %d lots in %d accounts", report.lots, report.accounts)
+    return report

@@ -1,0 +1,133 @@
+"""Read models for the merchant's API: customers with balances, accounts with lots, the ledger.
+
+Every query is scoped by shop first; a customer of another shop is simply not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from ledger.money import format_amount
+from ledger.views import account_json, entry_json, iso, lot_json
+from models import CreditAccount, CreditLot, Customer, LedgerEntry
+
+
+def customer_json(customer: Customer, accounts: list[CreditAccount]) -> dict[str, Any]:
+    return {
+        "id": str(customer.shopify_customer_id),
+        "email": customer.email,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "name": customer.display_name,
+        "balances": [
+            {"currency": a.currency, "amount": format_amount(a.balance, a.currency)}
+            for a in sorted(accounts, key=lambda a: a.currency)
+        ],
+    }
+
+
+def search_customers(
+    session: Session, shop_id: int, query: str, *, after: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of customers matching ``query`` (Shopify id, email or name), by our id."""
+    stmt = (
+        select(Customer).where(Customer.shop_id == shop_id).order_by(Customer.id).limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(Customer.id > after)
+    query = query.strip()
+    if query:
+        pattern = f"%{_escape_like(query)}%"
+        matches = [
+            Customer.email.ilike(pattern, escape="\\"),
+            Customer.first_name.ilike(pattern, escape="\\"),
+            Customer.last_name.ilike(pattern, escape="\\"),
+        ]
+        if query.isdigit():
+            matches.append(Customer.shopify_customer_id == int(query))
+        stmt = stmt.where(or_(*matches))
+    customers = list(session.scalars(stmt))
+    more = len(customers) > limit
+    customers = customers[:limit]
+    accounts = _accounts_of(session, [c.id for c in customers])
+    page = [customer_json(c, accounts[c.id]) for c in customers]
+    return page, (customers[-1].id if more else None)
+
+
+def find_customer_row(session: Session, shop_id: int, shopify_customer_id: int) -> Customer | None:
+    stmt = select(Customer).where(
+        Customer.shop_id == shop_id, Customer.shopify_customer_id == shopify_customer_id
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def customer_detail(session: Session, customer: Customer) -> dict[str, Any]:
+    """The customer, each account (one per currency) with its balance and every lot."""
+    accounts = _accounts_of(session, [customer.id])[customer.id]
+    lots: dict[int, list[CreditLot]] = defaultdict(list)
+    if accounts:
+        stmt = (
+            select(CreditLot)
+            .where(CreditLot.account_id.in_([a.id for a in accounts]))
+            .order_by(CreditLot.created_at.desc(), CreditLot.id)
+        )
+        for lot in session.scalars(stmt):
+            lots[lot.account_id].append(lot)
+    return {
+        "customer": customer_json(customer, accounts),
+        "accounts": [
+            account_json(a) | {"lots": [lot_json(lot, a.currency) for lot in lots[a.id]]}
+            for a in sorted(accounts, key=lambda a: a.currency)
+        ],
+    }
+
+
+def ledger_page(
+    session: Session,
+    customer: Customer,
+    *,
+    currency: str | None,
+    before: tuple[str, str] | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """Entries newest first; ``before`` is the (created_at, id) of the last entry already seen."""
+    accounts = {a.id: a for a in _accounts_of(session, [customer.id])[customer.id]}
+    if currency is not None:
+        accounts = {i: a for i, a in accounts.items() if a.currency == currency}
+    if not accounts:
+        return [], None
+    stmt = (
+        select(LedgerEntry)
+        .where(LedgerEntry.shop_id == customer.shop_id, LedgerEntry.account_id.in_(accounts))
+        .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        at = datetime.fromisoformat(before[0].replace("Z", "+00:00"))
+        last_id = uuid.UUID(before[1])
+        stmt = stmt.where(tuple_(LedgerEntry.created_at, LedgerEntry.id) < (at, last_id))
+    entries = list(session.scalars(stmt))
+    more = len(entries) > limit
+    entries = entries[:limit]
+    page = [entry_json(e, accounts[e.account_id].currency) for e in entries]
+    last = entries[-1] if more else None
+    return page, (None if last is None else (iso(last.created_at) or "", str(last.id)))
+
+
+def _accounts_of(session: Session, customer_ids: list[int]) -> dict[int, list[CreditAccount]]:
+    found: dict[int, list[CreditAccount]] = defaultdict(list)
+    if customer_ids:
+        stmt = select(CreditAccount).where(CreditAccount.customer_id.in_(customer_ids))
+        for account in session.scalars(stmt):
+            found[account.customer_id].append(account)
+    return found
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
