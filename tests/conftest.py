@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.getoption("--database") == "sqlite":
         skip = pytest.mark.skip(reason="PostgreSQL only (not in the SQLite smoke subset)")
         for item in items:
-            if "smoke" not in item.keywords and "unit" not in item.path.parts:
+            if "smoke" not in item.keywords:
                 item.add_marker(skip)
 
 
@@ -79,10 +79,14 @@ def app(settings: Settings) -> Iterator[Flask]:
 
     from app import create_app
 
+    from extensions import db
+
     flask_app = create_app(settings)
     with flask_app.app_context():
         upgrade(directory=str(Path(__file__).parent.parent / "migrations"))
-    return flask_app
+    yield flask_app
+    with flask_app.app_context():
+        db.engine.dispose()  # close pooled connections before the interpreter collects them
 
 
 @pytest.fixture(scope="session")
