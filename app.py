@@ -28,9 +28,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=settings.engine_options(),
-        JSON_SORT_KEYS=False,
     )
     app.extensions[EXTENSION_KEY] = settings
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     db.init_app(app)
     migrate.init_app(app, db, directory="migrations", render_as_batch=True)
     if settings.database_url.startswith("sqlite"):

@@ -8,12 +8,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import click
+import jwt
 from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
 from blueprints.settings import current_settings
-from extensions import db
+from extensions import current_session
 from jobs.credits import expire_credits
 from ledger import operations
 from ledger.accounts import find_account
@@ -52,7 +53,7 @@ def _utc(value: str | None) -> datetime:
 
 
 def _shop_by_domain(domain: str) -> Shop:
-    shop = db.session.execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
+    shop = current_session().execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
     if shop is None:
         raise click.ClickException(f"no shop {domain}")
     return shop
@@ -63,14 +64,14 @@ def install_shop(domain: str, token: str, *, native_sync: bool, now: datetime) -
     if not is_shop_domain(domain):
         raise click.BadParameter("must be <name>.myshopify.com", param_hint="DOMAIN")
     box = TokenBox(current_settings().token_encryption_keys)
-    shop = db.session.execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
+    shop = current_session().execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
     if shop is None:
         shop = Shop(domain=domain, created_at=now)
-        db.session.add(shop)
+        current_session().add(shop)
     shop.access_token_encrypted = box.encrypt(token)
     shop.installed_at, shop.uninstalled_at, shop.redact_due_at = now, None, None
     shop.native_sync = native_sync
-    db.session.commit()
+    current_session().commit()
     return shop
 
 
@@ -104,7 +105,7 @@ def credits_expire(domain: str | None, now_iso: str | None) -> None:
 def demo_seed(domain: str) -> None:
     """An installed demo shop with customers, lots and history (safe to run again)."""
     now = _utc(None)
-    shop = db.session.execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
+    shop = current_session().execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
     if shop is None:
         shop = install_shop(domain, "demo-offline-token", native_sync=False, now=now)
     _seed_customers(shop, now)
@@ -112,15 +113,42 @@ def demo_seed(domain: str) -> None:
     click.echo(f"demo shop {shop.domain} ready with {len(DEMO_CUSTOMERS)} customers")
 
 
+@demo_cli.command("token")
+@click.option("--shop", "domain", default=DEMO_SHOP, show_default=True)
+@click.option("--user", default="1", show_default=True, help="The staff user id (``sub``).")
+@click.option("--minutes", default=60, show_default=True, type=click.IntRange(1, 24 * 60))
+def demo_token(domain: str, user: str, minutes: int) -> None:
+    """Print a session token for DOMAIN (development only), to call the API with curl."""
+    settings = current_settings()
+    if settings.is_production:
+        raise click.ClickException("demo token exists only in development and tests")
+    _shop_by_domain(domain)
+    now = _utc(None)
+    claims = {
+        "iss": f"https://{domain}/admin",
+        "dest": f"https://{domain}",
+        "aud": settings.shopify_api_key,
+        "sub": user,
+        "nbf": int(now.timestamp()),
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
+    }
+    click.echo(jwt.encode(claims, settings.shopify_api_secret, algorithm="HS256"))
+
+
 def _seed_customers(shop: Shop, now: datetime) -> None:
     for shopify_id, email, first, last in DEMO_CUSTOMERS:
-        customer = db.session.execute(
-            select(Customer).where(
-                Customer.shop_id == shop.id, Customer.shopify_customer_id == shopify_id
+        customer = (
+            current_session()
+            .execute(
+                select(Customer).where(
+                    Customer.shop_id == shop.id, Customer.shopify_customer_id == shopify_id
+                )
             )
-        ).scalar_one_or_none()
+            .scalar_one_or_none()
+        )
         if customer is None:
-            db.session.add(
+            current_session().add(
                 Customer(
                     shop_id=shop.id,
                     shopify_customer_id=shopify_id,
@@ -131,14 +159,14 @@ def _seed_customers(shop: Shop, now: datetime) -> None:
                     updated_at=now,
                 )
             )
-    db.session.commit()
+    current_session().commit()
 
 
 def _seed_history(shop: Shop, now: datetime) -> None:
     """Issue, spend and expire through the ledger itself; customers with history are kept."""
     start = now.replace(microsecond=0) - timedelta(days=60)
     for index, (shopify_id, *_rest) in enumerate(DEMO_CUSTOMERS):
-        if find_account(db.session, shop.id, shopify_id, "USD") is None:
+        if find_account(current_session(), shop.id, shopify_id, "USD") is None:
             _seed_customer_history(shop.id, shopify_id, index, start, now)
     expire_credits(shop.id, now.isoformat())
 
@@ -156,7 +184,7 @@ def _seed_customer_history(
         )
 
     operations.issue(
-        db.session,
+        current_session(),
         by("welcome", 0, "welcome credit"),
         customer=shopify_id,
         amount=Money(2500 + 500 * index, "USD"),
@@ -164,7 +192,7 @@ def _seed_customer_history(
         source=LotSource.GOODWILL,
     )
     operations.issue(
-        db.session,
+        current_session(),
         by("cashback", 10, "cashback"),
         customer=shopify_id,
         amount=Money(1000, "USD"),
@@ -173,7 +201,7 @@ def _seed_customer_history(
     )
     if index % 2 == 0:
         operations.redeem(
-            db.session,
+            current_session(),
             by("order", 20, "order"),
             customer=shopify_id,
             amount=Money(1500, "USD"),

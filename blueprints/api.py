@@ -16,7 +16,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from blueprints import inputs
 from blueprints.errors import APIError
 from blueprints.session_token import StaffSession, require_session_token
-from extensions import db
+from extensions import current_session
 from ledger import operations, queries
 from ledger.book import Actor
 from ledger.kinds import LotSource
@@ -36,10 +36,11 @@ MAX_SHOPIFY_ID = 2**63 - 1
 @require_session_token
 def list_customers() -> Response:
     after = inputs.cursor_in()
-    if after is not None and not isinstance(after, int):
+    # bool is an int; and an id past BIGINT is none we gave out (and would overflow the query).
+    if after is not None and (type(after) is not int or not 0 <= after <= MAX_SHOPIFY_ID):
         raise APIError(400, "invalid_cursor", "The cursor is not one this API gave out.")
     page, last = queries.search_customers(
-        db.session,
+        current_session(),
         _staff().shop.id,
         request.args.get("query", ""),
         after=after,
@@ -51,7 +52,7 @@ def list_customers() -> Response:
 @bp.get("/customers/<customer_id>")
 @require_session_token
 def show_customer(customer_id: str) -> Response:
-    return jsonify(queries.customer_detail(db.session, _customer(customer_id)))
+    return jsonify(queries.customer_detail(current_session(), _customer(customer_id)))
 
 
 @bp.get("/customers/<customer_id>/ledger")
@@ -59,14 +60,12 @@ def show_customer(customer_id: str) -> Response:
 def customer_ledger(customer_id: str) -> Response:
     customer = _customer(customer_id)
     currency = request.args.get("currency")
-    before = inputs.cursor_in()
-    if before is not None and not (isinstance(before, list) and len(before) == 2):
-        raise APIError(400, "invalid_cursor", "The cursor is not one this API gave out.")
+    before = _ledger_cursor(inputs.cursor_in())
     entries, last = queries.ledger_page(
-        db.session,
+        current_session(),
         customer,
         currency=normalize_currency(currency) if currency else None,
-        before=None if before is None else (str(before[0]), str(before[1])),
+        before=before,
         limit=inputs.page_size(),
     )
     return jsonify(entries=entries, next_cursor=None if last is None else inputs.cursor_out(last))
@@ -87,7 +86,7 @@ def issue_credit(customer_id: str) -> tuple[Response, int]:
         )
     amount, by = inputs.money(body), _actor(body)
     receipt = operations.issue(
-        db.session,
+        current_session(),
         by,
         customer=shopify_id,
         amount=amount,
@@ -105,7 +104,7 @@ def debit_credit(customer_id: str) -> tuple[Response, int]:
     body = inputs.json_body({"amount", "currency", "reason"}, {"note"})
     amount, by = inputs.money(body), _actor(body)
     receipt = operations.adjust(
-        db.session,
+        current_session(),
         by,
         customer=customer.shopify_customer_id,
         amount=Money(-amount.minor, amount.currency),
@@ -123,7 +122,7 @@ def revoke_lot(lot_id: str) -> tuple[Response, int]:
         raise APIError(404, "lot_not_found", "No such credit lot.") from None
     body = inputs.json_body({"reason"}, {"note"})
     receipt = operations.revoke(
-        db.session, _actor(body), lot_id=lot, note=inputs.text(body, "note", max_length=1000)
+        current_session(), _actor(body), lot_id=lot, note=inputs.text(body, "note", max_length=1000)
     )
     return _created(receipt)
 
@@ -148,6 +147,20 @@ def _actor(body: dict[str, Any]) -> Actor:
     )
 
 
+def _ledger_cursor(value: Any) -> tuple[str, str] | None:
+    """A ledger cursor is [created_at with a zone, entry UUID]; anything else is a 400."""
+    if value is None:
+        return None
+    try:
+        at, entry_id = value
+        if datetime.fromisoformat(at.replace("Z", "+00:00")).tzinfo is None:
+            raise ValueError(at)
+        uuid.UUID(entry_id)
+    except (TypeError, ValueError, AttributeError):
+        raise APIError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+    return at, entry_id
+
+
 def _shopify_id(raw: str) -> int:
     if not raw.isdigit() or not 0 < int(raw) <= MAX_SHOPIFY_ID:
         raise APIError(404, "customer_not_found", "No such customer.")
@@ -155,7 +168,7 @@ def _shopify_id(raw: str) -> int:
 
 
 def _customer(raw: str) -> Customer:
-    customer = queries.find_customer_row(db.session, _staff().shop.id, _shopify_id(raw))
+    customer = queries.find_customer_row(current_session(), _staff().shop.id, _shopify_id(raw))
     if customer is None:
         raise APIError(404, "customer_not_found", "No such customer.")
     return customer

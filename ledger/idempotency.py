@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import CursorResult, delete, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
@@ -54,7 +54,8 @@ def recall(
         )
     if row.outcome == "rejected":
         raise LedgerError.from_dict(row.result)
-    return row.result  # type: ignore[no-any-return]
+    result: dict[str, Any] = row.result
+    return result
 
 
 def remember(
@@ -82,5 +83,6 @@ def remember(
 
 def purge_expired(session: Session, now: datetime) -> int:
     """Delete keys past their lifetime; a reuse after that is a new request (as at Stripe)."""
-    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < now))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    stmt = delete(IdempotencyKey).where(IdempotencyKey.expires_at < now)
+    result = cast(CursorResult[Any], session.execute(stmt))
+    return result.rowcount

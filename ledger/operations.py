@@ -287,7 +287,9 @@ def _run(
     apply: Callable[[_Request], Receipt],
 ) -> Receipt:
     key = by.idempotency_key
-    fingerprint = idempotency.request_fingerprint(operation, params) if key else ""
+    # The reason is part of the request (it lands on the lot, entry and audit row).
+    request = params | {"reason": by.reason}
+    fingerprint = idempotency.request_fingerprint(operation, request) if key else ""
     req = _Request(session, by, operation, fingerprint)
     if key:
         stored = _recall_and_end(req)
@@ -497,7 +499,7 @@ def _existing_account(req: _Request, customer: int, amount: Money) -> int:
     if account_id is None:
         raise InsufficientFunds(
             "The customer has no store credit in this currency.",
-            requested=amount.minor,
+            requested=abs(amount.minor),  # adjust() debits with a negative amount
             available=0,
         )
     return account_id

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import ColumnElement, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from ledger.money import format_amount
@@ -44,7 +44,7 @@ def search_customers(
     query = query.strip()
     if query:
         pattern = f"%{_escape_like(query)}%"
-        matches = [
+        matches: list[ColumnElement[bool]] = [
             Customer.email.ilike(pattern, escape="\\"),
             Customer.first_name.ilike(pattern, escape="\\"),
             Customer.last_name.ilike(pattern, escape="\\"),

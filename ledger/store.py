@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, literal, literal_column, select, update
+from sqlalchemy import Select, Table, literal, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert, Update
 
@@ -71,7 +71,7 @@ def write_book(session: Session, book: Book, now: datetime, *extra: Write) -> No
     statements: list[Write] = []
     new_lots = [_lot_values(lot) for lot in book.lots.values() if lot.is_new]
     if new_lots:
-        statements.append(CreditLot.__table__.insert().values(new_lots))
+        statements.append(_table(CreditLot).insert().values(new_lots))
     statements.extend(
         update(CreditLot)
         .where(CreditLot.id == lot.id)
@@ -80,9 +80,9 @@ def write_book(session: Session, book: Book, now: datetime, *extra: Write) -> No
         if lot.changed and not lot.is_new
     )
     if book.entries:
-        statements.append(LedgerEntry.__table__.insert().values(book.entries))
+        statements.append(_table(LedgerEntry).insert().values(book.entries))
     if book.allocations:
-        statements.append(EntryAllocation.__table__.insert().values(book.allocations))
+        statements.append(_table(EntryAllocation).insert().values(book.allocations))
     account = book.account
     statements.append(
         update(CreditAccount)
@@ -114,6 +114,10 @@ def execute_writes(session: Session, statements: Sequence[Write]) -> None:
     for index, statement in enumerate(statements):
         combined = combined.add_cte(statement.returning(literal_column("1")).cte(f"w{index}"))
     session.execute(combined)
+
+
+def _table(model: type[CreditLot | LedgerEntry | EntryAllocation]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def _lot_values(lot: LotRow) -> dict[str, Any]:

@@ -78,7 +78,6 @@ def app(settings: Settings) -> Iterator[Flask]:
     from flask_migrate import upgrade
 
     from app import create_app
-
     from extensions import db
 
     flask_app = create_app(settings)

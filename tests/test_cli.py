@@ -35,7 +35,8 @@ def test_shops_install_registers_the_shop_with_its_token_encrypted(runner, setti
     assert result.output.startswith("installed cli-test.myshopify.com (shop id ")
     assert result.output.rstrip().endswith("native sync on)")
     shop = _shop("cli-test.myshopify.com")
-    assert shop.is_installed and shop.native_sync
+    assert shop.is_installed
+    assert shop.native_sync
     assert "shpat_x1" not in (shop.access_token_encrypted or "")
     box = TokenBox(settings.token_encryption_keys)
     assert box.decrypt(shop.access_token_encrypted or "") == "shpat_x1"
@@ -53,7 +54,8 @@ def test_shops_install_without_native_sync_and_again_reinstalls(runner):
     assert result.exit_code == 0, result.output
     assert "native sync off" in result.output
     shop = _shop(domain)
-    assert shop.is_installed and not shop.native_sync
+    assert shop.is_installed
+    assert not shop.native_sync
     assert (
         db.session.scalar(select(func.count()).select_from(Shop).where(Shop.domain == domain)) == 1
     )
@@ -112,6 +114,34 @@ def test_demo_seed_is_idempotent(runner):
     entries = db.session.scalar(count)
     second = runner.invoke(args=["demo", "seed", "--shop", domain])
 
-    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
     assert first.output.startswith(f"demo shop {domain} ready with 6 customers")
-    assert entries and db.session.scalar(count) == entries
+    assert entries
+    assert db.session.scalar(count) == entries
+
+
+@pytest.mark.smoke
+def test_demo_token_calls_the_api_as_the_demo_shop(runner, client):
+    runner.invoke(args=["demo", "seed"])
+    token = runner.invoke(args=["demo", "token", "--user", "77"]).output.strip()
+
+    answer = client.get("/api/customers/7408348290", headers={"Authorization": f"Bearer {token}"})
+
+    assert answer.status_code == 200, answer.json
+    assert answer.json["customer"]["email"] == "ada@example.com"
+    assert answer.json["accounts"][0]["currency"] == "USD"
+
+
+def test_demo_token_is_refused_in_production(app_context, settings):
+    import dataclasses
+
+    from blueprints.settings import EXTENSION_KEY
+
+    app_context.extensions[EXTENSION_KEY] = dataclasses.replace(settings, env="production")
+    try:
+        result = app_context.test_cli_runner().invoke(args=["demo", "token"])
+    finally:
+        app_context.extensions[EXTENSION_KEY] = settings
+    assert result.exit_code == 1
+    assert "only in development" in result.output

@@ -62,11 +62,11 @@ def test_upgrade_downgrade_upgrade_on_an_empty_database(settings, empty_database
         from extensions import db
 
         upgrade(directory=MIGRATIONS)
-        assert TABLES <= set(inspect(db.engine).get_table_names())
+        assert set(inspect(db.engine).get_table_names()) >= TABLES
         downgrade(directory=MIGRATIONS, revision="base")
         assert not TABLES & set(inspect(db.engine).get_table_names())
         upgrade(directory=MIGRATIONS)
-        assert TABLES <= set(inspect(db.engine).get_table_names())
+        assert set(inspect(db.engine).get_table_names()) >= TABLES
         db.engine.dispose()
 
 
