@@ -162,7 +162,7 @@ def _ledger_cursor(value: Any) -> tuple[str, str] | None:
 
 
 def _shopify_id(raw: str) -> int:
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_SHOPIFY_ID:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_SHOPIFY_ID:
         raise APIError(404, "customer_not_found", "No such customer.")
     return int(raw)
 

@@ -78,6 +78,38 @@ def account_json(account: Any) -> dict[str, Any]:
     }
 
 
+_ENTRY_FIELDS = (
+    "id",
+    "sequence",
+    "kind",
+    "amount",
+    "currency",
+    "balance_after",
+    "lot_id",
+    "reverses_entry_id",
+    "shopify_order_id",
+    "shopify_refund_id",
+    "actor",
+    "reason",
+    "note",
+    "created_at",
+    "hash",
+)
+_LOT_FIELDS = (
+    "id",
+    "amount",
+    "remaining",
+    "currency",
+    "status",
+    "source",
+    "reason",
+    "note",
+    "expires_at",
+    "created_at",
+)
+_ACCOUNT_FIELDS = ("id", "currency", "balance", "lifetime_credited", "lifetime_debited", "entries")
+
+
 @dataclass(frozen=True)
 class Receipt:
     """What one ledger operation did: its main entry, the lot it made or hit, the account after.
@@ -101,10 +133,16 @@ class Receipt:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, replayed: bool) -> Receipt:
+        """Rebuild a stored receipt, field order included (JSONB does not keep key order)."""
+        lot = data.get("lot")
         return cls(
-            entry=data["entry"],
-            account=data["account"],
-            lot=data.get("lot"),
-            entries=list(data.get("entries", [])),
+            entry=_ordered(data["entry"], _ENTRY_FIELDS),
+            account=_ordered(data["account"], _ACCOUNT_FIELDS),
+            lot=None if lot is None else _ordered(lot, _LOT_FIELDS),
+            entries=[_ordered(entry, _ENTRY_FIELDS) for entry in data.get("entries", [])],
             replayed=replayed,
         )
+
+
+def _ordered(doc: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: doc[name] for name in fields}

@@ -231,7 +231,7 @@ def test_reversal_onto_an_expired_lot_expires_again_at_once(session, shop_id, no
     short = issue(session, shop_id, now, 1000, expires_in=1)
     spend = operations.redeem(session, keyed(shop_id, now), customer=CUSTOMER, amount=usd(600))
     later = now + timedelta(days=2)
-    expire_due(session, now=later)
+    expire_due(session, now=later, shop_id=shop_id)
     assert lot(session, short).status == "expired"
 
     receipt = operations.redeem_reversal(
@@ -253,9 +253,9 @@ def test_expiry_expires_each_due_lot_once_and_not_before_its_time(session, shop_
     operations.redeem(session, keyed(shop_id, now), customer=CUSTOMER, amount=usd(250))
 
     just_before = now + timedelta(days=1) - timedelta(microseconds=1)
-    assert expire_due(session, now=just_before).lots == 0
-    report = expire_due(session, now=now + timedelta(days=1))
-    again = expire_due(session, now=now + timedelta(days=2))
+    assert expire_due(session, now=just_before, shop_id=shop_id).lots == 0
+    report = expire_due(session, now=now + timedelta(days=1), shop_id=shop_id)
+    again = expire_due(session, now=now + timedelta(days=2), shop_id=shop_id)
 
     assert (report.lots, dict(report.amounts)) == (1, {"USD": 750})
     assert again.lots == 0
@@ -303,3 +303,16 @@ def _uuid(value: object):  # noqa: ANN202 - tiny local helper
     import uuid
 
     return uuid.UUID(str(value))
+
+
+def test_a_replay_returns_the_first_receipt_field_for_field_in_order(session, shop_id, now):
+    import json
+
+    by = keyed(shop_id, now)
+    first = operations.issue(session, by, customer=CUSTOMER, amount=usd(500), note="n")
+    replay = operations.issue(session, by, customer=CUSTOMER, amount=usd(500), note="n")
+
+    assert replay.replayed
+    assert not first.replayed
+    assert json.dumps(replay.to_json()) == json.dumps(first.to_json())
+    assert account_of(session, shop_id, CUSTOMER).last_sequence == 1
