@@ -300,31 +300,47 @@ def _run(
         session.commit()
     except LedgerError as rejection:
         session.rollback()
-        _record_rejection(req, rejection)
-        raise
+        twin = _record_rejection(req, rejection)
+        if twin is None:
+            raise
+        return twin
     except IntegrityError:
         # A concurrent request with the same key committed first: answer with its outcome.
         session.rollback()
         stored = _recall_and_end(req) if key else None
         if stored is None:
+            session.rollback()
             raise
         return stored
     return receipt
 
 
 def _recall_and_end(req: _Request) -> Receipt | None:
+    """The key's stored outcome (ending the read), or None with the transaction left open.
+
+    On a miss the operation goes on in the same transaction: under READ COMMITTED each later
+    statement sees every commit anyway, and it saves a round trip on the hot path.
+    """
     assert req.by.idempotency_key is not None
     try:
         stored = idempotency.recall(
             req.session, req.by.shop_id, req.by.idempotency_key, req.operation, req.fingerprint
         )
-    finally:
-        req.session.rollback()  # a read-only look; do not hold its snapshot open
-    return None if stored is None else Receipt.from_json(stored, replayed=True)
+    except LedgerError:
+        req.session.rollback()
+        raise
+    if stored is None:
+        return None
+    req.session.rollback()
+    return Receipt.from_json(stored, replayed=True)
 
 
-def _record_rejection(req: _Request, rejection: LedgerError) -> None:
-    """Commit the audit row and the key's rejected outcome; a twin that won replaces both."""
+def _record_rejection(req: _Request, rejection: LedgerError) -> Receipt | None:
+    """Commit the audit row and the key's rejected outcome.
+
+    Returns the receipt of a concurrent twin with the same key that succeeded first (its
+    outcome is the key's outcome then); raises the twin's stored rejection if it was refused.
+    """
     by = req.by
     rows: list[Insert] = [_audit(by, req.operation, None, rejection)]
     if by.idempotency_key:
@@ -345,17 +361,12 @@ def _record_rejection(req: _Request, rejection: LedgerError) -> None:
         req.session.commit()
     except IntegrityError:
         req.session.rollback()
-        stored = _recall_and_end(req)
-        if stored is not None:
-            raise _TwinSucceeded(stored) from rejection
-
-
-class _TwinSucceeded(LedgerError):
-    """Internal: our attempt was rejected but a concurrent twin with the key succeeded."""
-
-    def __init__(self, receipt: Receipt) -> None:
-        super().__init__("replayed")
-        self.receipt = receipt
+        twin = _recall_and_end(req)
+        if twin is None:
+            req.session.rollback()
+            raise
+        return twin
+    return None
 
 
 def _lock(req: _Request, account_id: int, extra_lots: list[uuid.UUID] | None = None) -> Book:

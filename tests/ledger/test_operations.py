@@ -316,3 +316,27 @@ def test_a_replay_returns_the_first_receipt_field_for_field_in_order(session, sh
     assert not first.replayed
     assert json.dumps(replay.to_json()) == json.dumps(first.to_json())
     assert account_of(session, shop_id, CUSTOMER).last_sequence == 1
+
+
+def test_a_rejection_that_loses_the_race_to_a_successful_twin_returns_the_twins_receipt(
+    session, shop_id, now, monkeypatch
+):
+    """A twin with the same key succeeded between our key check and our rejection."""
+    from ledger import idempotency
+
+    issue(session, shop_id, now, 1000, expires_in=None)
+    by = keyed(shop_id, now)
+    twin = operations.redeem(session, by, customer=CUSTOMER, amount=usd(800))
+    real_recall = idempotency.recall
+    calls = []
+
+    def recall_missing_once(*args, **kwargs):
+        calls.append(args)
+        return None if len(calls) == 1 else real_recall(*args, **kwargs)
+
+    monkeypatch.setattr(idempotency, "recall", recall_missing_once)
+    ours = operations.redeem(session, by, customer=CUSTOMER, amount=usd(800))
+
+    assert ours.replayed
+    assert ours.entry == twin.entry
+    assert account_of(session, shop_id, CUSTOMER).balance == 200
