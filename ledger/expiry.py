@@ -12,13 +12,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.book import Actor
 from ledger.kinds import EntryKind, LotStatus
 from ledger.store import lock_account, open_book, write_book
-from models import AuditLog, CreditLot
+from models import CreditLot
 
 EXPIRY_ACTOR = "system:expiry"
 BATCH_SIZE = 1000
@@ -85,17 +85,18 @@ def _expire_account(session: Session, account_id: int, now: datetime, report: Ex
         moves = book.take_rest_of(lot, LotStatus.EXPIRED)
         book.post(by, EntryKind.EXPIRE, moves[0][1], lot_id=lot.id, allocations=moves, keyed=False)
         total -= moves[0][1]
-    audit = insert(AuditLog).values(
-        shop_id=account.shop_id,
-        actor=EXPIRY_ACTOR,
-        action="expire",
-        target_type="credit_account",
-        target_id=str(account.id),
-        outcome="success",
-        details={"lots": len(due), "amount": total, "currency": account.currency},
-        created_at=now,
-    )
-    write_book(session, book, now, audit)
+    audit = {
+        "shop_id": account.shop_id,
+        "actor": EXPIRY_ACTOR,
+        "action": "expire",
+        "target_type": "credit_account",
+        "target_id": str(account.id),
+        "outcome": "success",
+        "error_code": None,
+        "details": {"lots": len(due), "amount": total, "currency": account.currency},
+        "created_at": now,
+    }
+    write_book(session, book, now, audits=[audit])
     report.lots += len(due)
     report.accounts += 1
     report.amounts[account.currency] += total

@@ -13,9 +13,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Insert
 
 from ledger.errors import IdempotencyConflict, LedgerError
 from models import IdempotencyKey
@@ -67,18 +66,18 @@ def remember(
     now: datetime,
     result: dict[str, Any],
     rejected: bool = False,
-) -> Insert:
-    """The INSERT that stores an outcome; the caller runs it in the effect's transaction."""
-    return insert(IdempotencyKey).values(
-        shop_id=shop_id,
-        key=key,
-        operation=operation,
-        request_hash=fingerprint,
-        outcome="rejected" if rejected else "succeeded",
-        result=result,
-        created_at=now,
-        expires_at=now + KEY_TTL,
-    )
+) -> dict[str, Any]:
+    """The key row that stores an outcome; the caller writes it in the effect's transaction."""
+    return {
+        "shop_id": shop_id,
+        "key": key,
+        "operation": operation,
+        "request_hash": fingerprint,
+        "outcome": "rejected" if rejected else "succeeded",
+        "result": result,
+        "created_at": now,
+        "expires_at": now + KEY_TTL,
+    }
 
 
 def purge_expired(session: Session, now: datetime) -> int:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from ledger import idempotency
-from ledger.accounts import account_of_lot, ensure_account, entry_in_shop, find_account
+from ledger.accounts import account_of_lot, ensure_account, entry_in_shop
 from ledger.allocation import SpendableLot, spend_order
 from ledger.book import Actor, Book, LotRow
 from ledger.errors import (
@@ -37,9 +37,9 @@ from ledger.errors import (
 )
 from ledger.kinds import EntryKind, LotSource, LotStatus
 from ledger.money import Money
-from ledger.store import lock_account, open_book, write_book
+from ledger.store import lock_account, lock_customer_account, open_book, write_book
 from ledger.views import Receipt, account_json, entry_json, lot_json
-from models import AuditLog, EntryAllocation, LedgerEntry
+from models import AuditLog, EntryAllocation, IdempotencyKey, LedgerEntry
 
 __all__ = [
     "Actor",
@@ -85,7 +85,7 @@ def issue(
     )
 
     def apply(req: _Request) -> Receipt:
-        book = _lock(req, ensure_account(session, by.shop_id, customer, amount.currency, by.now))
+        book = _lock_customer(req, customer, amount, create=True)
         lot = book.open_lot(by, amount.minor, source=source, expires_at=expires_at, note=note)
         entry = book.post(
             by,
@@ -124,7 +124,7 @@ def refund_credit(
     )
 
     def apply(req: _Request) -> Receipt:
-        book = _lock(req, ensure_account(session, by.shop_id, customer, amount.currency, by.now))
+        book = _lock_customer(req, customer, amount, create=True)
         lot = book.open_lot(
             by, amount.minor, source=LotSource.REFUND, expires_at=expires_at, note=note
         )
@@ -160,7 +160,7 @@ def redeem(
     params = _params(customer, amount, order=shopify_order_id, note=note)
 
     def apply(req: _Request) -> Receipt:
-        book = _lock(req, _existing_account(req, customer, amount))
+        book = _lock_customer(req, customer, amount, create=False)
         moves = book.take_in_spend_order(amount.minor, by.now)
         entry = book.post(
             by,
@@ -192,14 +192,13 @@ def adjust(
 
     def apply(req: _Request) -> Receipt:
         if amount.minor > 0:
-            account_id = ensure_account(session, by.shop_id, customer, amount.currency, by.now)
-            book = _lock(req, account_id)
+            book = _lock_customer(req, customer, amount, create=True)
             lot = book.open_lot(
                 by, amount.minor, source=LotSource.MANUAL, expires_at=expires_at, note=note
             )
             entry = book.post(by, EntryKind.ADJUST, amount.minor, lot_id=lot.id, note=note)
             return _commit(req, book, entry, lot)
-        book = _lock(req, _existing_account(req, customer, amount))
+        book = _lock_customer(req, customer, amount, create=False)
         moves = book.take_in_spend_order(-amount.minor, by.now)
         entry = book.post(by, EntryKind.ADJUST, amount.minor, allocations=moves, note=note)
         return _commit(req, book, entry)
@@ -291,10 +290,9 @@ def _run(
     request = params | {"reason": by.reason}
     fingerprint = idempotency.request_fingerprint(operation, request) if key else ""
     req = _Request(session, by, operation, fingerprint)
-    if key:
-        stored = _recall_and_end(req)
-        if stored is not None:
-            return stored
+    # No look-up first: a repeated key collides with its stored outcome on the unique index
+    # when the effect is written, and the outcome is replayed then (see the except below).
+    # First attempts, the common case, save a round trip; replays pay for their retry.
     try:
         receipt = apply(req)
         session.commit()
@@ -342,19 +340,18 @@ def _record_rejection(req: _Request, rejection: LedgerError) -> Receipt | None:
     outcome is the key's outcome then); raises the twin's stored rejection if it was refused.
     """
     by = req.by
-    rows: list[Insert] = [_audit(by, req.operation, None, rejection)]
+    rows: list[Insert] = [insert(AuditLog).values(**_audit(by, req.operation, None, rejection))]
     if by.idempotency_key:
-        rows.append(
-            idempotency.remember(
+        key_row = idempotency.remember(
                 by.shop_id,
                 by.idempotency_key,
                 req.operation,
                 req.fingerprint,
                 now=by.now,
-                result=rejection.to_dict(),
-                rejected=True,
-            )
+            result=rejection.to_dict(),
+            rejected=True,
         )
+        rows.append(insert(IdempotencyKey).values(**key_row))
     try:
         for row in rows:
             req.session.execute(row)
@@ -367,6 +364,28 @@ def _record_rejection(req: _Request, rejection: LedgerError) -> Receipt | None:
             raise
         return twin
     return None
+
+
+def _lock_customer(req: _Request, customer: int, amount: Money, *, create: bool) -> Book:
+    """Find and lock the customer's account in ``amount``'s currency (creating it if asked).
+
+    Raises:
+        InsufficientFunds: the customer has no account in that currency and none is created.
+    """
+    session, by = req.session, req.by
+    account = lock_customer_account(session, by.shop_id, customer, amount.currency)
+    if account is None:
+        if not create:
+            raise InsufficientFunds(
+                "The customer has no store credit in this currency.",
+                requested=abs(amount.minor),  # adjust() debits with a negative amount
+                available=0,
+            )
+        account = lock_account(
+            session, ensure_account(session, by.shop_id, customer, amount.currency, by.now)
+        )
+        assert account is not None
+    return open_book(session, account)
 
 
 def _lock(req: _Request, account_id: int, extra_lots: list[uuid.UUID] | None = None) -> Book:
@@ -386,9 +405,9 @@ def _commit(req: _Request, book: Book, entry: dict[str, Any], lot: LotRow | None
         entries=[entry_json(e, currency) for e in book.entries],
     )
     by = req.by
-    rows: list[Insert] = [_audit(by, req.operation, entry, None, currency=currency)]
+    keys = []
     if by.idempotency_key:
-        rows.append(
+        keys.append(
             idempotency.remember(
                 by.shop_id,
                 by.idempotency_key,
@@ -398,7 +417,8 @@ def _commit(req: _Request, book: Book, entry: dict[str, Any], lot: LotRow | None
                 result=receipt.to_json(),
             )
         )
-    write_book(req.session, book, by.now, *rows)
+    audit = _audit(by, req.operation, entry, None, currency=currency)
+    write_book(req.session, book, by.now, audits=[audit], keys=keys)
     return receipt
 
 
@@ -409,7 +429,7 @@ def _audit(
     error: LedgerError | None,
     *,
     currency: str | None = None,
-) -> Insert:
+) -> dict[str, Any]:
     details: dict[str, Any] = {"reason": by.reason}
     if entry is not None:
         details |= {
@@ -420,17 +440,17 @@ def _audit(
         }
     if error is not None:
         details |= {"message": error.message, **error.details}
-    return insert(AuditLog).values(
-        shop_id=by.shop_id,
-        actor=by.actor,
-        action=action,
-        target_type="ledger_entry",
-        target_id=None if entry is None else str(entry["id"]),
-        outcome="failure" if error else "success",
-        error_code=error.code if error else None,
-        details=details,
-        created_at=by.now,
-    )
+    return {
+        "shop_id": by.shop_id,
+        "actor": by.actor,
+        "action": action,
+        "target_type": "ledger_entry",
+        "target_id": None if entry is None else str(entry["id"]),
+        "outcome": "failure" if error else "success",
+        "error_code": error.code if error else None,
+        "details": details,
+        "created_at": by.now,
+    }
 
 
 # -- reversal helpers -----------------------------------------------------------------------
@@ -503,17 +523,6 @@ def _spendable(lot: LotRow) -> SpendableLot:
 
 
 # -- small checks ---------------------------------------------------------------------------
-
-
-def _existing_account(req: _Request, customer: int, amount: Money) -> int:
-    account_id = find_account(req.session, req.by.shop_id, customer, amount.currency)
-    if account_id is None:
-        raise InsufficientFunds(
-            "The customer has no store credit in this currency.",
-            requested=abs(amount.minor),  # adjust() debits with a negative amount
-            available=0,
-        )
-    return account_id
 
 
 def _require_positive(amount: Money) -> None:

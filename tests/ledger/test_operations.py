@@ -173,7 +173,7 @@ def test_adjust_up_opens_a_lot_and_down_spends_like_a_redeem(session, shop_id, n
 
 
 def test_revoke_takes_the_rest_of_one_lot_and_only_once(session, shop_id, now):
-    target = issue(session, shop_id, now, 1000, expires_in=None)
+    target = issue(session, shop_id, now, 1000, expires_in=10)  # spent first
     other = issue(session, shop_id, now, 300, expires_in=None)
     operations.redeem(session, keyed(shop_id, now), customer=CUSTOMER, amount=usd(400))
 
@@ -318,25 +318,18 @@ def test_a_replay_returns_the_first_receipt_field_for_field_in_order(session, sh
     assert account_of(session, shop_id, CUSTOMER).last_sequence == 1
 
 
-def test_a_rejection_that_loses_the_race_to_a_successful_twin_returns_the_twins_receipt(
-    session, shop_id, now, monkeypatch
-):
-    """A twin with the same key succeeded between our key check and our rejection."""
-    from ledger import idempotency
-
+def test_a_replay_that_would_now_be_refused_returns_the_first_success(session, shop_id, now):
+    """The key's outcome wins: the replay's own rejection is discarded, unaudited."""
     issue(session, shop_id, now, 1000, expires_in=None)
     by = keyed(shop_id, now)
-    twin = operations.redeem(session, by, customer=CUSTOMER, amount=usd(800))
-    real_recall = idempotency.recall
-    calls = []
+    first = operations.redeem(session, by, customer=CUSTOMER, amount=usd(800))
 
-    def recall_missing_once(*args, **kwargs):
-        calls.append(args)
-        return None if len(calls) == 1 else real_recall(*args, **kwargs)
+    again = operations.redeem(session, by, customer=CUSTOMER, amount=usd(800))
 
-    monkeypatch.setattr(idempotency, "recall", recall_missing_once)
-    ours = operations.redeem(session, by, customer=CUSTOMER, amount=usd(800))
-
-    assert ours.replayed
-    assert ours.entry == twin.entry
+    assert again.replayed
+    assert again.entry == first.entry
     assert account_of(session, shop_id, CUSTOMER).balance == 200
+    failures = select(func.count()).select_from(AuditLog).where(
+        AuditLog.shop_id == shop_id, AuditLog.outcome == "failure"
+    )
+    assert session.scalar(failures) == 0
