@@ -2,20 +2,19 @@
 
 The account's row lock is the only lock a change takes, and it is held for three round trips:
 find-and-lock, read the live lots, write everything. On PostgreSQL the write is one fixed
-statement of data-modifying CTEs over arrays (``unnest``), the same text whatever the number of
-lots, entries or allocations, so SQLAlchemy compiles it once and psycopg prepares it on the
-server. Elsewhere (SQLite, the embedded default) the same rows go out as ordinary statements.
+statement of data-modifying CTEs fed by JSON arrays; elsewhere (SQLite, the embedded default)
+the same rows go out as ordinary statements.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from psycopg.types.json import Jsonb
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from ledger.book import AccountRow, Book, LotRow
@@ -58,10 +57,34 @@ _LOT_COLUMNS = (
 )
 
 
+# Built once: constructing a select costs more Python than running it on the hot path.
+_LOCK_ACCOUNT = (
+    select(*_ACCOUNT_COLUMNS).where(CreditAccount.id == bindparam("account_id")).with_for_update()
+)
+_LOCK_CUSTOMER_ACCOUNT = (
+    select(*_ACCOUNT_COLUMNS)
+    .join(Customer, Customer.id == CreditAccount.customer_id)
+    .where(
+        Customer.shop_id == bindparam("shop_id"),
+        Customer.shopify_customer_id == bindparam("customer"),
+        CreditAccount.currency == bindparam("currency"),
+    )
+    .with_for_update(of=CreditAccount)
+)
+_LIVE_LOTS = select(*_LOT_COLUMNS).where(
+    CreditLot.account_id == bindparam("account_id"),
+    CreditLot.status == LotStatus.ACTIVE.value,
+)
+_LIVE_AND_NAMED_LOTS = select(*_LOT_COLUMNS).where(
+    CreditLot.account_id == bindparam("account_id"),
+    (CreditLot.status == LotStatus.ACTIVE.value)
+    | CreditLot.id.in_(bindparam("lot_ids", expanding=True)),
+)
+
+
 def lock_account(session: Session, account_id: int) -> AccountRow | None:
     """Take the account's row lock for the rest of the transaction and read it."""
-    stmt = select(*_ACCOUNT_COLUMNS).where(CreditAccount.id == account_id).with_for_update()
-    row = session.execute(stmt).one_or_none()
+    row = session.connection().execute(_LOCK_ACCOUNT, {"account_id": account_id}).one_or_none()
     return None if row is None else AccountRow(*row)
 
 
@@ -73,29 +96,23 @@ def lock_customer_account(
     Only the account row is locked (``FOR UPDATE OF``); after a wait PostgreSQL re-reads the
     locked row, so what is returned is the account as its last writer committed it.
     """
-    stmt = (
-        select(*_ACCOUNT_COLUMNS)
-        .join(Customer, Customer.id == CreditAccount.customer_id)
-        .where(
-            Customer.shop_id == shop_id,
-            Customer.shopify_customer_id == shopify_customer_id,
-            CreditAccount.currency == currency,
-        )
-        .with_for_update(of=CreditAccount)
-    )
-    row = session.execute(stmt).one_or_none()
+    params = {"shop_id": shop_id, "customer": shopify_customer_id, "currency": currency}
+    row = session.connection().execute(_LOCK_CUSTOMER_ACCOUNT, params).one_or_none()
     return None if row is None else AccountRow(*row)
 
 
 def open_book(session: Session, account: AccountRow, extra_lots: Iterable[uuid.UUID] = ()) -> Book:
     """The account's active lots (and any other lots named), read after the lock is held."""
+    # Core on the session's connection: the ORM's execute adds nothing for plain rows.
+    connection = session.connection()
     wanted = list(extra_lots)
-    condition = CreditLot.status == LotStatus.ACTIVE.value
     if wanted:
-        condition = condition | CreditLot.id.in_(wanted)
-    stmt = select(*_LOT_COLUMNS).where(CreditLot.account_id == account.id, condition)
-    lots = {row.id: LotRow(*row) for row in session.execute(stmt)}
-    return Book(account=account, lots=lots)
+        rows = connection.execute(
+            _LIVE_AND_NAMED_LOTS, {"account_id": account.id, "lot_ids": wanted}
+        )
+    else:
+        rows = connection.execute(_LIVE_LOTS, {"account_id": account.id})
+    return Book(account=account, lots={row.id: LotRow(*row) for row in rows})
 
 
 def write_book(
@@ -111,8 +128,9 @@ def write_book(
     changed = [lot for lot in book.lots.values() if lot.changed and not lot.is_new]
     account = _account_values(book.account, now)
     if session.get_bind().dialect.name == "postgresql":
-        params = _array_params(new_lots, changed, book, account, audits, keys)
-        session.execute(_WRITE_ALL, params)
+        session.connection().execute(
+            _WRITE_ALL, _pg_params(new_lots, changed, book, account, audits, keys)
+        )
         return
     for statement in _statements(new_lots, changed, book, account, audits, keys):
         session.execute(statement)
@@ -120,67 +138,67 @@ def write_book(
 
 # -- PostgreSQL: one statement ------------------------------------------------------------
 
+# Each section's rows travel as one JSON array, expanded by json_to_recordset: the statement's
+# text and its parameter count never change, so SQLAlchemy compiles it once, psycopg keeps its
+# parsing, and the server runs it as a prepared statement.
 _WRITE_ALL = text(
     """
-WITH new_lots AS (
+WITH lots AS (
     INSERT INTO credit_lots (id, shop_id, account_id, amount, remaining, status, source, reason,
-                             note, expires_at, created_at)
-    SELECT * FROM unnest(CAST(:lot_id AS uuid[]), CAST(:lot_shop AS bigint[]),
-                         CAST(:lot_account AS bigint[]), CAST(:lot_amount AS bigint[]),
-                         CAST(:lot_remaining AS bigint[]), CAST(:lot_status AS text[]),
-                         CAST(:lot_source AS text[]), CAST(:lot_reason AS text[]),
-                         CAST(:lot_note AS text[]), CAST(:lot_expires AS timestamptz[]),
-                         CAST(:lot_created AS timestamptz[]))
+        note, expires_at, created_at)
+    SELECT id, shop_id, account_id, amount, remaining, status, source, reason, note, expires_at,
+        created_at
+    FROM json_to_recordset(CAST(:lots AS json)) AS r (
+        id uuid, shop_id bigint, account_id bigint, amount bigint, remaining bigint,
+        status text, source text, reason text, note text, expires_at timestamptz,
+        created_at timestamptz)
     RETURNING 1
-), changed_lots AS (
-    UPDATE credit_lots AS l SET remaining = c.remaining, status = c.status
-    FROM unnest(CAST(:chg_id AS uuid[]), CAST(:chg_remaining AS bigint[]),
-                CAST(:chg_status AS text[])) AS c(id, remaining, status)
-    WHERE l.id = c.id
+), changed AS (
+    UPDATE credit_lots AS t SET remaining = r.remaining, status = r.status
+    FROM json_to_recordset(CAST(:changed AS json)) AS r (id uuid, remaining bigint, status text)
+    WHERE t.id = r.id
     RETURNING 1
 ), entries AS (
     INSERT INTO ledger_entries (id, shop_id, account_id, sequence, kind, amount, balance_before,
-                                balance_after, lot_id, reverses_entry_id, shopify_order_id,
-                                shopify_refund_id, idempotency_key, actor, reason, note,
-                                metadata, prev_hash, hash, created_at)
-    SELECT * FROM unnest(CAST(:e_id AS uuid[]), CAST(:e_shop AS bigint[]),
-                         CAST(:e_account AS bigint[]), CAST(:e_sequence AS bigint[]),
-                         CAST(:e_kind AS text[]), CAST(:e_amount AS bigint[]),
-                         CAST(:e_before AS bigint[]), CAST(:e_after AS bigint[]),
-                         CAST(:e_lot AS uuid[]), CAST(:e_reverses AS uuid[]),
-                         CAST(:e_order AS bigint[]), CAST(:e_refund AS bigint[]),
-                         CAST(:e_key AS text[]), CAST(:e_actor AS text[]),
-                         CAST(:e_reason AS text[]), CAST(:e_note AS text[]),
-                         CAST(:e_meta AS jsonb[]), CAST(:e_prev AS text[]),
-                         CAST(:e_hash AS text[]), CAST(:e_created AS timestamptz[]))
+        balance_after, lot_id, reverses_entry_id, shopify_order_id, shopify_refund_id,
+        idempotency_key, actor, reason, note, metadata, prev_hash, hash, created_at)
+    SELECT id, shop_id, account_id, sequence, kind, amount, balance_before, balance_after,
+        lot_id, reverses_entry_id, shopify_order_id, shopify_refund_id, idempotency_key, actor,
+        reason, note, metadata, prev_hash, hash, created_at
+    FROM json_to_recordset(CAST(:entries AS json)) AS r (
+        id uuid, shop_id bigint, account_id bigint, sequence bigint, kind text, amount bigint,
+        balance_before bigint, balance_after bigint, lot_id uuid, reverses_entry_id uuid,
+        shopify_order_id bigint, shopify_refund_id bigint, idempotency_key text, actor text,
+        reason text, note text, metadata jsonb, prev_hash text, hash text,
+        created_at timestamptz)
     RETURNING 1
 ), allocations AS (
     INSERT INTO entry_allocations (shop_id, entry_id, lot_id, amount)
-    SELECT * FROM unnest(CAST(:a_shop AS bigint[]), CAST(:a_entry AS uuid[]),
-                         CAST(:a_lot AS uuid[]), CAST(:a_amount AS bigint[]))
-    RETURNING 1
-), account AS (
-    UPDATE credit_accounts SET balance = :balance, lifetime_credited = :credited,
-        lifetime_debited = :debited, last_sequence = :last_sequence, last_hash = :last_hash,
-        updated_at = :updated_at
-    WHERE id = :account_id
+    SELECT shop_id, entry_id, lot_id, amount FROM json_to_recordset(CAST(:allocations AS json))
+        AS r (shop_id bigint, entry_id uuid, lot_id uuid, amount bigint)
     RETURNING 1
 ), audits AS (
     INSERT INTO audit_log (shop_id, actor, action, target_type, target_id, outcome, error_code,
-                           details, created_at)
-    SELECT * FROM unnest(CAST(:au_shop AS bigint[]), CAST(:au_actor AS text[]),
-                         CAST(:au_action AS text[]), CAST(:au_type AS text[]),
-                         CAST(:au_target AS text[]), CAST(:au_outcome AS text[]),
-                         CAST(:au_error AS text[]), CAST(:au_details AS jsonb[]),
-                         CAST(:au_created AS timestamptz[]))
+        details, created_at)
+    SELECT shop_id, actor, action, target_type, target_id, outcome, error_code, details,
+        created_at
+    FROM json_to_recordset(CAST(:audits AS json)) AS r (
+        shop_id bigint, actor text, action text, target_type text, target_id text,
+        outcome text, error_code text, details jsonb, created_at timestamptz)
     RETURNING 1
-), idempotency AS (
+), keys AS (
     INSERT INTO idempotency_keys (shop_id, key, operation, request_hash, outcome, result,
-                                  created_at, expires_at)
-    SELECT * FROM unnest(CAST(:k_shop AS bigint[]), CAST(:k_key AS text[]),
-                         CAST(:k_operation AS text[]), CAST(:k_hash AS text[]),
-                         CAST(:k_outcome AS text[]), CAST(:k_result AS jsonb[]),
-                         CAST(:k_created AS timestamptz[]), CAST(:k_expires AS timestamptz[]))
+        created_at, expires_at)
+    SELECT shop_id, key, operation, request_hash, outcome, result, created_at, expires_at
+    FROM json_to_recordset(CAST(:keys AS json)) AS r (
+        shop_id bigint, key text, operation text, request_hash text, outcome text,
+        result jsonb, created_at timestamptz, expires_at timestamptz)
+    RETURNING 1
+), account AS (
+    UPDATE credit_accounts SET balance = :balance, lifetime_credited = :lifetime_credited,
+        lifetime_debited = :lifetime_debited, last_sequence = :last_sequence,
+        last_hash = :last_hash, updated_at = :updated_at
+    WHERE id = :id
     RETURNING 1
 )
 SELECT 1
@@ -188,7 +206,7 @@ SELECT 1
 )
 
 
-def _array_params(
+def _pg_params(
     new_lots: list[Row],
     changed: list[LotRow],
     book: Book,
@@ -196,51 +214,28 @@ def _array_params(
     audits: Sequence[Row],
     keys: Sequence[Row],
 ) -> Row:
-    lot = _columns(new_lots, "lot", {
-        "id": "id", "shop": "shop_id", "account": "account_id", "amount": "amount",
-        "remaining": "remaining", "status": "status", "source": "source", "reason": "reason",
-        "note": "note", "expires": "expires_at", "created": "created_at",
-    })
-    entry = _columns(book.entries, "e", {
-        "id": "id", "shop": "shop_id", "account": "account_id", "sequence": "sequence",
-        "kind": "kind", "amount": "amount", "before": "balance_before", "after": "balance_after",
-        "lot": "lot_id", "reverses": "reverses_entry_id", "order": "shopify_order_id",
-        "refund": "shopify_refund_id", "key": "idempotency_key", "actor": "actor",
-        "reason": "reason", "note": "note", "prev": "prev_hash", "hash": "hash",
-        "created": "created_at",
-    })
-    entry["e_meta"] = [Jsonb(e["metadata"]) for e in book.entries]
-    allocation = _columns(book.allocations, "a", {
-        "shop": "shop_id", "entry": "entry_id", "lot": "lot_id", "amount": "amount",
-    })
-    audit = _columns(audits, "au", {
-        "shop": "shop_id", "actor": "actor", "action": "action", "type": "target_type",
-        "target": "target_id", "outcome": "outcome", "error": "error_code",
-        "created": "created_at",
-    })
-    audit["au_details"] = [Jsonb(a["details"]) for a in audits]
-    key = _columns(keys, "k", {
-        "shop": "shop_id", "key": "key", "operation": "operation", "hash": "request_hash",
-        "outcome": "outcome", "created": "created_at", "expires": "expires_at",
-    })
-    key["k_result"] = [Jsonb(k["result"]) for k in keys]
-    changes = {
-        "chg_id": [c.id for c in changed],
-        "chg_remaining": [c.remaining for c in changed],
-        "chg_status": [str(c.status) for c in changed],
+    moves = [{"id": lot.id, "remaining": lot.remaining, "status": lot.status} for lot in changed]
+    sections = {
+        "lots": new_lots,
+        "changed": moves,
+        "entries": book.entries,
+        "allocations": book.allocations,
+        "audits": audits,
+        "keys": keys,
     }
-    scalars = {
-        "account_id": account["id"], "balance": account["balance"],
-        "credited": account["lifetime_credited"], "debited": account["lifetime_debited"],
-        "last_sequence": account["last_sequence"], "last_hash": account["last_hash"],
-        "updated_at": account["updated_at"],
-    }
-    return lot | changes | entry | allocation | audit | key | scalars
+    return account | {name: _json(rows) for name, rows in sections.items()}
 
 
-def _columns(rows: Sequence[Row], prefix: str, names: dict[str, str]) -> Row:
-    """Column-wise arrays of ``rows``: ``{prefix_param: [row[column], ...]}``."""
-    return {f"{prefix}_{param}": [row[column] for row in rows] for param, column in names.items()}
+def _json(rows: Sequence[Row]) -> str:
+    return json.dumps(rows, default=_json_value, separators=(",", ":"))
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 # -- elsewhere: the same rows, statement by statement --------------------------------------
