@@ -28,6 +28,7 @@ from ledger.errors import (
     AccountNotFound,
     CurrencyMismatch,
     EntryNotFound,
+    IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
     InvalidExpiry,
@@ -303,11 +304,12 @@ def _run(
             raise
         return twin
     except IntegrityError:
-        # A concurrent request with the same key committed first: answer with its outcome.
+        # The key was used before (or a concurrent twin committed first): its outcome answers.
         session.rollback()
         stored = _recall_and_end(req) if key else None
         if stored is None:
             session.rollback()
+            _refuse_a_spent_key(req)
             raise
         return stored
     return receipt
@@ -333,6 +335,26 @@ def _recall_and_end(req: _Request) -> Receipt | None:
     return Receipt.from_json(stored, replayed=True)
 
 
+def _refuse_a_spent_key(req: _Request) -> None:
+    """A key whose stored outcome was purged still names its entry: it never applies twice."""
+    key = req.by.idempotency_key
+    if key is None:
+        return
+    entry_id = req.session.scalar(
+        select(LedgerEntry.id).where(
+            LedgerEntry.shop_id == req.by.shop_id, LedgerEntry.idempotency_key == key
+        )
+    )
+    req.session.rollback()
+    if entry_id is not None:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was used for an earlier request whose outcome is no longer "
+            "kept; use a new key.",
+            key=key,
+            entry_id=str(entry_id),
+        )
+
+
 def _record_rejection(req: _Request, rejection: LedgerError) -> Receipt | None:
     """Commit the audit row and the key's rejected outcome.
 
@@ -343,11 +365,11 @@ def _record_rejection(req: _Request, rejection: LedgerError) -> Receipt | None:
     rows: list[Insert] = [insert(AuditLog).values(**_audit(by, req.operation, None, rejection))]
     if by.idempotency_key:
         key_row = idempotency.remember(
-                by.shop_id,
-                by.idempotency_key,
-                req.operation,
-                req.fingerprint,
-                now=by.now,
+            by.shop_id,
+            by.idempotency_key,
+            req.operation,
+            req.fingerprint,
+            now=by.now,
             result=rejection.to_dict(),
             rejected=True,
         )
@@ -398,11 +420,12 @@ def _lock(req: _Request, account_id: int, extra_lots: list[uuid.UUID] | None = N
 def _commit(req: _Request, book: Book, entry: dict[str, Any], lot: LotRow | None = None) -> Receipt:
     """Build the receipt, then write the book, the audit row and the key in one go."""
     currency = book.account.currency
+    shown = [entry_json(e, currency) for e in book.entries]
     receipt = Receipt(
-        entry=entry_json(entry, currency),
+        entry=next(view for row, view in zip(book.entries, shown, strict=True) if row is entry),
         account=account_json(book.account),
         lot=None if lot is None else lot_json(lot, currency),
-        entries=[entry_json(e, currency) for e in book.entries],
+        entries=shown,
     )
     by = req.by
     keys = []
