@@ -27,7 +27,7 @@ run: $(STAMP) ## serve the app on http://127.0.0.1:8000 (SQLite under instance/,
 	CREDITCRAFT_ENV=development $(FLASK) demo seed
 	CREDITCRAFT_ENV=development $(FLASK) run --host 127.0.0.1 --port 8000
 
-test: $(STAMP) ## the whole suite on throwaway PostgreSQL + Redis (installed through apt-get if missing)
+test: $(STAMP) lint ## lint, then the whole suite on throwaway PostgreSQL + Redis (installed through apt-get if missing)
 	scripts/with-services.sh scripts/run-tests.sh $(PYTEST_ARGS)
 
 worker: $(STAMP) ## an RQ worker against REDIS_URL

@@ -329,7 +329,9 @@ def test_a_replay_that_would_now_be_refused_returns_the_first_success(session, s
     assert again.replayed
     assert again.entry == first.entry
     assert account_of(session, shop_id, CUSTOMER).balance == 200
-    failures = select(func.count()).select_from(AuditLog).where(
-        AuditLog.shop_id == shop_id, AuditLog.outcome == "failure"
+    failures = (
+        select(func.count())
+        .select_from(AuditLog)
+        .where(AuditLog.shop_id == shop_id, AuditLog.outcome == "failure")
     )
     assert session.scalar(failures) == 0
