@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -26,15 +27,34 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         UniqueConstraint("account_id", "sequence"),
-        UniqueConstraint("shop_id", "idempotency_key"),
         CheckConstraint("sequence >= 1", "sequence_positive"),
         CheckConstraint("amount <> 0", "amount_not_zero"),
         CheckConstraint("balance_before >= 0 AND balance_after >= 0", "balances_not_negative"),
         CheckConstraint("balance_after = balance_before + amount", "balance_after_adds_up"),
         CheckConstraint(sql_in("kind", EntryKind), "kind_known"),
         Index("ix_ledger_entries_shop_created", "shop_id", "created_at"),
-        Index("ix_ledger_entries_lot", "lot_id"),
-        Index("ix_ledger_entries_reverses", "reverses_entry_id"),
+        # A key names one effect for ever (idempotency_keys keeps its outcome for 48 h only).
+        # Partial indexes: most entries carry no key, lot or reversal to index.
+        Index(
+            "uq_ledger_entries_shop_key",
+            "shop_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_ledger_entries_lot",
+            "lot_id",
+            postgresql_where=text("lot_id IS NOT NULL"),
+            sqlite_where=text("lot_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_ledger_entries_reverses",
+            "reverses_entry_id",
+            postgresql_where=text("reverses_entry_id IS NOT NULL"),
+            sqlite_where=text("reverses_entry_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

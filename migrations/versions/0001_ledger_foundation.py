@@ -179,12 +179,13 @@ def upgrade():
     sa.ForeignKeyConstraint(['reverses_entry_id'], ['ledger_entries.id'], name=op.f('fk_ledger_entries_reverses_entry_id_ledger_entries')),
     sa.ForeignKeyConstraint(['shop_id'], ['shops.id'], name=op.f('fk_ledger_entries_shop_id_shops')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entries')),
-    sa.UniqueConstraint('account_id', 'sequence', name=op.f('uq_ledger_entries_account_id_sequence')),
-    sa.UniqueConstraint('shop_id', 'idempotency_key', name=op.f('uq_ledger_entries_shop_id_idempotency_key'))
+    sa.UniqueConstraint('account_id', 'sequence', name=op.f('uq_ledger_entries_account_id_sequence'))
     )
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
-        batch_op.create_index('ix_ledger_entries_lot', ['lot_id'], unique=False)
-        batch_op.create_index('ix_ledger_entries_reverses', ['reverses_entry_id'], unique=False)
+        # Partial: most entries carry no key, lot or reversal, and need no index entry for it.
+        batch_op.create_index('uq_ledger_entries_shop_key', ['shop_id', 'idempotency_key'], unique=True, postgresql_where=sa.text('idempotency_key IS NOT NULL'), sqlite_where=sa.text('idempotency_key IS NOT NULL'))
+        batch_op.create_index('ix_ledger_entries_lot', ['lot_id'], unique=False, postgresql_where=sa.text('lot_id IS NOT NULL'), sqlite_where=sa.text('lot_id IS NOT NULL'))
+        batch_op.create_index('ix_ledger_entries_reverses', ['reverses_entry_id'], unique=False, postgresql_where=sa.text('reverses_entry_id IS NOT NULL'), sqlite_where=sa.text('reverses_entry_id IS NOT NULL'))
         batch_op.create_index('ix_ledger_entries_shop_created', ['shop_id', 'created_at'], unique=False)
 
     op.create_table('entry_allocations',
@@ -217,6 +218,7 @@ def downgrade():
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_entries_shop_created')
         batch_op.drop_index('ix_ledger_entries_reverses')
+        batch_op.drop_index('uq_ledger_entries_shop_key')
         batch_op.drop_index('ix_ledger_entries_lot')
 
     op.drop_table('ledger_entries')
