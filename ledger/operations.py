@@ -363,17 +363,10 @@ def _record_rejection(req: _Request, rejection: LedgerError) -> Receipt | None:
     """
     by = req.by
     rows: list[Insert] = [insert(AuditLog).values(**_audit(by, req.operation, None, rejection))]
-    if by.idempotency_key:
-        key_row = idempotency.remember(
-            by.shop_id,
-            by.idempotency_key,
-            req.operation,
-            req.fingerprint,
-            now=by.now,
-            result=rejection.to_dict(),
-            rejected=True,
-        )
-        rows.append(insert(IdempotencyKey).values(**key_row))
+    rows += [
+        insert(IdempotencyKey).values(**key)
+        for key in _key_rows(req, rejection.to_dict(), rejected=True)
+    ]
     try:
         for row in rows:
             req.session.execute(row)
@@ -428,21 +421,28 @@ def _commit(req: _Request, book: Book, entry: dict[str, Any], lot: LotRow | None
         entries=shown,
     )
     by = req.by
-    keys = []
-    if by.idempotency_key:
-        keys.append(
-            idempotency.remember(
-                by.shop_id,
-                by.idempotency_key,
-                req.operation,
-                req.fingerprint,
-                now=by.now,
-                result=receipt.to_json(),
-            )
-        )
     audit = _audit(by, req.operation, entry, None, currency=currency)
-    write_book(req.session, book, by.now, audits=[audit], keys=keys)
+    write_book(req.session, book, by.now, audits=[audit], keys=_key_rows(req, receipt.to_json()))
     return receipt
+
+
+def _key_rows(
+    req: _Request, result: dict[str, Any], *, rejected: bool = False
+) -> list[dict[str, Any]]:
+    """The key row storing this outcome, or none when the request carries no key."""
+    by = req.by
+    if by.idempotency_key is None:
+        return []
+    key = idempotency.remember(
+        by.shop_id,
+        by.idempotency_key,
+        req.operation,
+        req.fingerprint,
+        now=by.now,
+        result=result,
+        rejected=rejected,
+    )
+    return [key]
 
 
 def _audit(

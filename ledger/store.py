@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -124,16 +125,33 @@ def write_book(
     keys: Sequence[Row] = (),
 ) -> None:
     """Persist everything ``book`` changed, with the operation's audit rows and key rows."""
-    new_lots = [_lot_values(lot) for lot in book.lots.values() if lot.is_new]
-    changed = [lot for lot in book.lots.values() if lot.changed and not lot.is_new]
-    account = _account_values(book.account, now)
+    rows = _Rows(
+        new_lots=[_lot_values(lot) for lot in book.lots.values() if lot.is_new],
+        changed=[lot for lot in book.lots.values() if lot.changed and not lot.is_new],
+        entries=book.entries,
+        allocations=book.allocations,
+        account=_account_values(book.account, now),
+        audits=audits,
+        keys=keys,
+    )
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(
-            _WRITE_ALL, _pg_params(new_lots, changed, book, account, audits, keys)
-        )
+        session.connection().execute(_WRITE_ALL, _pg_params(rows))
         return
-    for statement in _statements(new_lots, changed, book, account, audits, keys):
+    for statement in _statements(rows):
         session.execute(statement)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Every row one write puts in the database (the same for both ways of writing)."""
+
+    new_lots: list[Row]
+    changed: list[LotRow]
+    entries: list[Row]
+    allocations: list[Row]
+    account: Row
+    audits: Sequence[Row]
+    keys: Sequence[Row]
 
 
 # -- PostgreSQL: one statement ------------------------------------------------------------
@@ -206,24 +224,19 @@ SELECT 1
 )
 
 
-def _pg_params(
-    new_lots: list[Row],
-    changed: list[LotRow],
-    book: Book,
-    account: Row,
-    audits: Sequence[Row],
-    keys: Sequence[Row],
-) -> Row:
-    moves = [{"id": lot.id, "remaining": lot.remaining, "status": lot.status} for lot in changed]
+def _pg_params(rows: _Rows) -> Row:
+    moves = [
+        {"id": lot.id, "remaining": lot.remaining, "status": lot.status} for lot in rows.changed
+    ]
     sections = {
-        "lots": new_lots,
+        "lots": rows.new_lots,
         "changed": moves,
-        "entries": book.entries,
-        "allocations": book.allocations,
-        "audits": audits,
-        "keys": keys,
+        "entries": rows.entries,
+        "allocations": rows.allocations,
+        "audits": rows.audits,
+        "keys": rows.keys,
     }
-    return account | {name: _json(rows) for name, rows in sections.items()}
+    return rows.account | {name: _json(section) for name, section in sections.items()}
 
 
 def _json(rows: Sequence[Row]) -> str:
@@ -241,32 +254,26 @@ def _json_value(value: object) -> str:
 # -- elsewhere: the same rows, statement by statement --------------------------------------
 
 
-def _statements(
-    new_lots: list[Row],
-    changed: list[LotRow],
-    book: Book,
-    account: Row,
-    audits: Sequence[Row],
-    keys: Sequence[Row],
-) -> Iterable[Any]:
-    if new_lots:
-        yield insert(_table(CreditLot)).values(new_lots)
-    for lot in changed:
+def _statements(rows: _Rows) -> Iterable[Any]:
+    if rows.new_lots:
+        yield insert(_table(CreditLot)).values(rows.new_lots)
+    for lot in rows.changed:
         yield (
             update(CreditLot)
             .where(CreditLot.id == lot.id)
             .values(remaining=lot.remaining, status=lot.status)
         )
-    if book.entries:
-        yield insert(_table(LedgerEntry)).values(book.entries)
-    if book.allocations:
-        yield insert(_table(EntryAllocation)).values(book.allocations)
+    if rows.entries:
+        yield insert(_table(LedgerEntry)).values(rows.entries)
+    if rows.allocations:
+        yield insert(_table(EntryAllocation)).values(rows.allocations)
+    account = rows.account
     values = {name: value for name, value in account.items() if name != "id"}
     yield update(CreditAccount).where(CreditAccount.id == account["id"]).values(**values)
-    if audits:
-        yield insert(_table(AuditLog)).values(list(audits))
-    if keys:
-        yield insert(_table(IdempotencyKey)).values(list(keys))
+    if rows.audits:
+        yield insert(_table(AuditLog)).values(list(rows.audits))
+    if rows.keys:
+        yield insert(_table(IdempotencyKey)).values(list(rows.keys))
 
 
 def _table(model: type[Any]) -> Table:
