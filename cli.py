@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 import click
 import jwt
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from blueprints.settings import current_settings
 from extensions import current_session
 from jobs.credits import expire_credits
+from jobs.queues import RedisNotConfigured, run_worker
 from ledger import operations
 from ledger.accounts import find_account
 from ledger.book import Actor
@@ -43,6 +44,18 @@ demo_cli = AppGroup("demo", help="Demo data for `make run`.")
 def register_commands(app: Flask) -> None:
     for group in (shops_cli, credits_cli, demo_cli):
         app.cli.add_command(group)
+    app.cli.add_command(worker_command)
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
+@with_appcontext
+def worker_command(burst: bool) -> None:
+    """An RQ worker on the webhooks, sync, default and bulk queues, in that order."""
+    try:
+        run_worker(current_settings(), burst=burst)
+    except RedisNotConfigured as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _utc(value: str | None) -> datetime:

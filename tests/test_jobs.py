@@ -49,3 +49,48 @@ def test_after_the_purge_a_reused_key_is_refused_and_never_applies_twice(app_con
     assert refused.value.details["entry_id"] == first.entry["id"]
     entries = select(LedgerEntry.id).where(LedgerEntry.shop_id == shop.id)
     assert len(current_session().scalars(entries).all()) == 1
+
+
+def test_a_worker_runs_queued_jobs_in_a_forked_horse_against_the_database(app_context, settings):
+    """`flask worker --burst` on real Redis: the job's effect lands in PostgreSQL."""
+    import os
+    import subprocess
+    import sys
+
+    from jobs.queues import queue
+
+    if settings.redis_url is None:
+        pytest.skip("needs REDIS_URL (make test provides it)")
+    job = queue(settings, "default").enqueue(purge_idempotency_keys, "2000-01-01T00:00:00+00:00")
+    env = os.environ | {
+        "CREDITCRAFT_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app:create_app", "worker", "--burst"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    job.refresh()
+    assert job.get_status() == "finished", done.stderr
+    assert job.return_value() == 0  # the horse ran the job on the database and answered
+
+
+def test_the_worker_refuses_to_start_without_redis(app_context, settings):
+    import dataclasses
+
+    from blueprints.settings import EXTENSION_KEY
+
+    app_context.extensions[EXTENSION_KEY] = dataclasses.replace(settings, redis_url=None)
+    try:
+        result = app_context.test_cli_runner().invoke(args=["worker", "--burst"])
+    finally:
+        app_context.extensions[EXTENSION_KEY] = settings
+    assert result.exit_code == 1
+    assert "REDIS_URL is not set" in result.output
