@@ -67,33 +67,26 @@ def run(
     except IntegrityError:
         # The key was used before (or a concurrent twin committed first): its outcome answers.
         session.rollback()
-        stored = _recall_and_end(req) if key else None
+        stored = _recall(req)
         if stored is None:
-            session.rollback()
             _refuse_a_spent_key(req)
             raise
         return stored
     return receipt
 
 
-def _recall_and_end(req: Request) -> Receipt | None:
-    """The key's stored outcome (ending the read), or None with the transaction left open.
-
-    On a miss the operation goes on in the same transaction: under READ COMMITTED each later
-    statement sees every commit anyway, and it saves a round trip on the hot path.
-    """
-    assert req.by.idempotency_key is not None
+def _recall(req: Request) -> Receipt | None:
+    """The key's stored outcome, if any (a stored rejection is raised); ends the transaction."""
+    key = req.by.idempotency_key
+    if key is None:
+        return None
     try:
         stored = idempotency.recall(
-            req.session, req.by.shop_id, req.by.idempotency_key, req.operation, req.fingerprint
+            req.session, req.by.shop_id, key, req.operation, req.fingerprint
         )
-    except LedgerError:
+    finally:
         req.session.rollback()
-        raise
-    if stored is None:
-        return None
-    req.session.rollback()
-    return Receipt.from_json(stored, replayed=True)
+    return None if stored is None else Receipt.from_json(stored, replayed=True)
 
 
 def _refuse_a_spent_key(req: Request) -> None:
@@ -134,9 +127,8 @@ def _record_rejection(req: Request, rejection: LedgerError) -> Receipt | None:
         req.session.commit()
     except IntegrityError:
         req.session.rollback()
-        twin = _recall_and_end(req)
+        twin = _recall(req)
         if twin is None:
-            req.session.rollback()
             raise
         return twin
     return None
