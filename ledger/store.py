@@ -1,7 +1,7 @@
 """Reading a locked account into a Book, and writing the Book back.
 
-The account's row lock is the only lock a change takes, and it is held for three round trips:
-find-and-lock, read the live lots, write everything. On PostgreSQL the write is one fixed
+The account's row lock is the only lock a change takes, and it is held for four round trips:
+find-and-lock, read the live lots, write everything, commit. On PostgreSQL the write is one fixed
 statement of data-modifying CTEs fed by JSON arrays; elsewhere (SQLite, the embedded default)
 the same rows go out as ordinary statements.
 """
