@@ -97,9 +97,6 @@ class Book:
         self.lots[lot.id] = lot
         return lot
 
-    def spendable_total(self, now: datetime) -> int:
-        return sum(lot.remaining for lot in self._spendable(now))
-
     def take_in_spend_order(self, amount: int, now: datetime) -> list[tuple[uuid.UUID, int]]:
         """Take ``amount`` from live lots, soonest expiry first (raises InsufficientFunds)."""
         taken = allocate(self._spendable(now), amount)
