@@ -7,9 +7,11 @@ file instead (the embedded default); there, tests are isolated by giving each it
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -149,6 +151,19 @@ def client(app_context: Flask) -> FlaskClient:
 @pytest.fixture
 def now() -> datetime:
     return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@contextmanager
+def settings_changed(app: Flask, **changes: object) -> Iterator[None]:
+    """Run with the app's Settings changed (e.g. env="production"), restored afterwards."""
+    from blueprints.settings import EXTENSION_KEY
+
+    original = app.extensions[EXTENSION_KEY]
+    app.extensions[EXTENSION_KEY] = dataclasses.replace(original, **changes)
+    try:
+        yield
+    finally:
+        app.extensions[EXTENSION_KEY] = original
 
 
 def session_token(

@@ -12,6 +12,7 @@ from ledger import operations
 from ledger.book import Actor
 from ledger.money import Money
 from models import CreditLot, LedgerEntry, Shop
+from tests.conftest import settings_changed
 from tests.factories import ShopFactory
 from tokens import TokenBox
 
@@ -133,15 +134,8 @@ def test_demo_token_calls_the_api_as_the_demo_shop(runner, client):
     assert answer.json["accounts"][0]["currency"] == "USD"
 
 
-def test_demo_token_is_refused_in_production(app_context, settings):
-    import dataclasses
-
-    from blueprints.settings import EXTENSION_KEY
-
-    app_context.extensions[EXTENSION_KEY] = dataclasses.replace(settings, env="production")
-    try:
+def test_demo_token_is_refused_in_production(app_context):
+    with settings_changed(app_context, env="production"):
         result = app_context.test_cli_runner().invoke(args=["demo", "token"])
-    finally:
-        app_context.extensions[EXTENSION_KEY] = settings
     assert result.exit_code == 1
     assert "only in development" in result.output

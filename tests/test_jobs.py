@@ -15,6 +15,7 @@ from ledger.errors import IdempotencyConflict
 from ledger.idempotency import KEY_TTL
 from ledger.money import Money
 from models import IdempotencyKey, LedgerEntry
+from tests.conftest import settings_changed
 from tests.factories import ShopFactory
 
 
@@ -82,15 +83,8 @@ def test_a_worker_runs_queued_jobs_in_a_forked_horse_against_the_database(app_co
     assert job.return_value() == 0  # the horse ran the job on the database and answered
 
 
-def test_the_worker_refuses_to_start_without_redis(app_context, settings):
-    import dataclasses
-
-    from blueprints.settings import EXTENSION_KEY
-
-    app_context.extensions[EXTENSION_KEY] = dataclasses.replace(settings, redis_url=None)
-    try:
+def test_the_worker_refuses_to_start_without_redis(app_context):
+    with settings_changed(app_context, redis_url=None):
         result = app_context.test_cli_runner().invoke(args=["worker", "--burst"])
-    finally:
-        app_context.extensions[EXTENSION_KEY] = settings
     assert result.exit_code == 1
     assert "REDIS_URL is not set" in result.output
