@@ -14,7 +14,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent
 ENVIRONMENTS = ("production", "development", "test")
 DEFAULT_API_VERSION = "2026-10"
-DEFAULT_SCOPES = "read_customers,write_store_credit_account_transactions,read_orders"
+DEFAULT_SCOPES = (
+    "read_customers,read_orders,read_store_credit_accounts,write_store_credit_account_transactions"
+)
 # Development and test defaults only: production refuses to start without its own secrets.
 DEVELOPMENT_SECRET = "dev-only-secret-not-for-production-0123456789"  # noqa: S105
 DEVELOPMENT_FERNET_KEY = "ZGV2LW9ubHkta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="
