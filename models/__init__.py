@@ -5,18 +5,26 @@ from models.base import Base
 from models.credit import CreditAccount, CreditLot
 from models.customer import Customer
 from models.ledger_entry import EntryAllocation, LedgerEntry
+from models.privacy import DataRequest
+from models.reconciliation import ReconciliationFinding
 from models.records import AuditLog, IdempotencyKey
 from models.shop import Shop
+from models.usage import ApiUsage
+from models.webhook_event import WebhookEvent
 
 __all__ = [
     "GENESIS_HASH",
+    "ApiUsage",
     "AuditLog",
     "Base",
     "CreditAccount",
     "CreditLot",
     "Customer",
+    "DataRequest",
     "EntryAllocation",
     "IdempotencyKey",
     "LedgerEntry",
+    "ReconciliationFinding",
     "Shop",
+    "WebhookEvent",
 ]

@@ -1,0 +1,48 @@
+"""Findings: differences between the ledger and Shopify (or within the ledger) to look at."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId
+
+
+class ReconciliationFinding(Base):
+    """One open (or resolved) difference, recorded once per ``finding_key`` in a shop.
+
+    Webhook handlers record findings too: a native spend larger than the ledger holds
+    (``unmatched_native_spend``) waits here until reconciliation imports the missing credit.
+    """
+
+    __tablename__ = "reconciliation_findings"
+    __table_args__ = (
+        UniqueConstraint("shop_id", "finding_key"),
+        Index(
+            "ix_reconciliation_findings_open",
+            "shop_id",
+            "first_seen_at",
+            postgresql_where=text("resolved_at IS NULL"),
+            sqlite_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(48))
+    finding_key: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("credit_accounts.id", ondelete="CASCADE")
+    )
+    shopify_customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    expected: Mapped[int | None] = mapped_column(BigInteger)
+    actual: Mapped[int | None] = mapped_column(BigInteger)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(Text)
