@@ -42,16 +42,7 @@ def ensure_account(
     account_id = find_account(session, shop_id, shopify_customer_id, currency)
     if account_id is not None:
         return account_id
-    customer_id = find_customer(session, shop_id, shopify_customer_id)
-    if customer_id is None:
-        customer = Customer(
-            shop_id=shop_id, shopify_customer_id=shopify_customer_id, created_at=now, updated_at=now
-        )
-        if _insert_once(session, customer):
-            customer_id = customer.id
-        else:
-            customer_id = find_customer(session, shop_id, shopify_customer_id)
-    assert customer_id is not None
+    customer_id = ensure_customer(session, shop_id, shopify_customer_id, now)
     account = CreditAccount(
         shop_id=shop_id,
         customer_id=customer_id,
@@ -67,6 +58,21 @@ def ensure_account(
     if _insert_once(session, account):
         return account.id
     found = find_account(session, shop_id, shopify_customer_id, currency)
+    assert found is not None
+    return found
+
+
+def ensure_customer(session: Session, shop_id: int, shopify_customer_id: int, now: datetime) -> int:
+    """The customer's row id, creating it if new (safe against a concurrent twin)."""
+    customer_id = find_customer(session, shop_id, shopify_customer_id)
+    if customer_id is not None:
+        return customer_id
+    customer = Customer(
+        shop_id=shop_id, shopify_customer_id=shopify_customer_id, created_at=now, updated_at=now
+    )
+    if _insert_once(session, customer):
+        return customer.id
+    found = find_customer(session, shop_id, shopify_customer_id)
     assert found is not None
     return found
 

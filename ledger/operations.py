@@ -315,9 +315,14 @@ def _split_return(
 
 def _close_returned_dead_lots(book: Book, by: Actor, lots: list[LotRow]) -> None:
     for lot in lots:
-        if lot.status == LotStatus.EXPIRED:
+        if lot.status == LotStatus.EXPIRED or _past_expiry(lot, by.now):
+            # A depleted lot past its expiry was never expired (it held nothing); the money
+            # returned to it must not outlive that expiry, so it expires now, as it would have.
             closer = replace(by, actor=EXPIRY_ACTOR, reason="expired")
-            moves = book.close_again(lot)
+            if lot.status == LotStatus.EXPIRED:
+                moves = book.close_again(lot)
+            else:
+                moves = book.take_rest_of(lot, LotStatus.EXPIRED)
             book.post(
                 closer, EntryKind.EXPIRE, moves[0][1], lot_id=lot.id, allocations=moves, keyed=False
             )
@@ -351,3 +356,7 @@ def _params(customer: int, amount: Money, **extra: Any) -> dict[str, Any]:
 
 def _money(amount: Money | None) -> list[Any] | None:
     return None if amount is None else [amount.minor, amount.currency]
+
+
+def _past_expiry(lot: LotRow, now: datetime) -> bool:
+    return lot.status == LotStatus.ACTIVE and lot.expires_at is not None and lot.expires_at <= now

@@ -21,6 +21,10 @@ class Customer(Base):
     first_name: Mapped[str | None] = mapped_column(String(255))
     last_name: Mapped[str | None] = mapped_column(String(255))
     redacted_at: Mapped[datetime | None]
+    # Shopify deleted the customer; the ledger (and the money) stays.
+    deleted_at: Mapped[datetime | None]
+    # When Shopify last changed what we hold (payload updated_at): an older delivery is stale.
+    shopify_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

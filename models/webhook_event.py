@@ -58,6 +58,8 @@ class WebhookEvent(Base):
     received_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(String(16), default="received")
     attempts: Mapped[int] = mapped_column(default=0)
+    # Set when a job takes the delivery; a claim older than the lease is a dead worker's.
+    claimed_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[dict[str, Any] | None]
     processed_at: Mapped[datetime | None]

@@ -1,5 +1,6 @@
 """Shopify edges: webhook deliveries, data requests, findings, API usage; shop erasure.
 
+Customers get ``deleted_at`` and ``shopify_updated_at`` (stale deliveries change nothing).
 Shops get ``reauthorize_required_at`` (the refresh token was refused) and ``erased_at``
 (shop/redact done; the row stays as a tombstone), and a 64-bit Shopify shop id. The
 append-only trigger on ledger_entries is replaced by one that lets exactly one kind of DELETE
@@ -67,6 +68,7 @@ def upgrade():
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('outcome', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
@@ -108,6 +110,8 @@ def upgrade():
     # which every other table references.
     op.add_column('shops', sa.Column('reauthorize_required_at', sa.DateTime(timezone=True), nullable=True))
     op.add_column('shops', sa.Column('erased_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('customers', sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('customers', sa.Column('shopify_updated_at', sa.DateTime(timezone=True), nullable=True))
     if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER is 64-bit already
         op.alter_column('shops', 'shopify_shop_id', existing_type=sa.INTEGER(), type_=sa.BigInteger(), existing_nullable=True)
     _replace_append_only_trigger(allow_erasure=True)
@@ -119,6 +123,9 @@ def downgrade():
     _replace_append_only_trigger(allow_erasure=False)
     if op.get_bind().dialect.name == "postgresql":
         op.alter_column('shops', 'shopify_shop_id', existing_type=sa.BigInteger(), type_=sa.INTEGER(), existing_nullable=True)
+    with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.drop_column('shopify_updated_at')
+        batch_op.drop_column('deleted_at')
     with op.batch_alter_table('shops', schema=None) as batch_op:
         batch_op.drop_column('erased_at')
         batch_op.drop_column('reauthorize_required_at')

@@ -450,9 +450,11 @@ class LedgerMachine(RuleBasedStateMachine):
                 moves.append((lot, give))
                 wanted -= give
         event(f"reversal: to {len(moves)} lot(s)")
+        past_expiry = set()
         for lot, give in moves:
             if lot.status == DEPLETED and lot.dead_at(self.now):
                 event("reversal onto a depleted lot past its expiry")
+                past_expiry.add(lot.id)
             lot.remaining += give
             acct.balance += give
             debit.returned[lot.id] = debit.returned.get(lot.id, 0) + give
@@ -461,6 +463,8 @@ class LedgerMachine(RuleBasedStateMachine):
         acct.entries += 1
         closed = 0
         for lot, _ in moves:
+            if lot.id in past_expiry:  # returned money must not outlive the lot's expiry
+                lot.status = EXPIRED
             if lot.status in (EXPIRED, REVOKED):
                 event(f"reversal onto a {lot.status} lot")
                 acct.balance -= lot.remaining
