@@ -14,8 +14,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent
 ENVIRONMENTS = ("production", "development", "test")
 DEFAULT_API_VERSION = "2026-10"
+# The scopes shopify.app.toml declares (a test keeps the two equal).
 DEFAULT_SCOPES = (
-    "read_customers,read_orders,read_store_credit_accounts,write_store_credit_account_transactions"
+    "read_customers,read_orders,read_store_credit_accounts,"
+    "write_store_credit_account_transactions,write_app_proxy"
 )
 # Development and test defaults only: production refuses to start without its own secrets.
 DEVELOPMENT_SECRET = "dev-only-secret-not-for-production-0123456789"  # noqa: S105

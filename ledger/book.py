@@ -60,6 +60,10 @@ class Actor:
     actor: str
     reason: str
     idempotency_key: str | None = None
+    # A merchant's key remembers a rejection (a retry gets the same answer, as with Stripe).
+    # A business-event key (``order:123:redeem``) does not: the event is still owed, and may
+    # succeed once reconciliation has brought in what was missing.
+    remember_rejection: bool = True
 
 
 @dataclass

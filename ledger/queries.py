@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, tuple_
+from sqlalchemy import ColumnElement, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from ledger.money import format_amount
@@ -131,3 +131,17 @@ def _accounts_of(session: Session, customer_ids: list[int]) -> dict[int, list[Cr
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def outstanding_by_currency(session: Session, shop_id: int) -> list[dict[str, Any]]:
+    """The shop's outstanding credit (what customers could spend now), per currency."""
+    stmt = (
+        select(CreditAccount.currency, func.sum(CreditAccount.balance), func.count())
+        .where(CreditAccount.shop_id == shop_id, CreditAccount.balance > 0)
+        .group_by(CreditAccount.currency)
+        .order_by(CreditAccount.currency)
+    )
+    return [
+        {"currency": currency, "amount": format_amount(int(total), currency), "accounts": count}
+        for currency, total, count in session.execute(stmt)
+    ]

@@ -117,10 +117,11 @@ def _record_rejection(req: Request, rejection: LedgerError) -> Receipt | None:
     """
     by = req.by
     rows: list[Insert] = [insert(AuditLog).values(**_audit(by, req.operation, None, rejection))]
-    rows += [
-        insert(IdempotencyKey).values(**key)
-        for key in _key_rows(req, rejection.to_dict(), rejected=True)
-    ]
+    if by.remember_rejection:
+        rows += [
+            insert(IdempotencyKey).values(**key)
+            for key in _key_rows(req, rejection.to_dict(), rejected=True)
+        ]
     try:
         for row in rows:
             req.session.execute(row)

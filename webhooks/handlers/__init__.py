@@ -1,0 +1,1 @@
+"""One module per webhook topic; ``webhooks.topics.handlers()`` is the table."""
