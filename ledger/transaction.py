@@ -46,12 +46,18 @@ def run(
     operation: str,
     params: dict[str, Any],
     apply: Callable[[Request], Receipt],
+    *,
+    check: Callable[[], None] | None = None,
 ) -> Receipt:
     key = by.idempotency_key
     # The reason is part of the request (it lands on the lot, entry and audit row).
     request = params | {"reason": by.reason}
     fingerprint = idempotency.request_fingerprint(operation, request) if key else ""
     req = Request(session, by, operation, fingerprint)
+    if check is not None:
+        replayed = _replay_if_check_fails(req, check)
+        if replayed is not None:
+            return replayed
     # No look-up first: a repeated key collides with its stored outcome on the unique index
     # when the effect is written, and the outcome is replayed then (see the except below).
     # First attempts, the common case, save a round trip; replays pay for their retry.
@@ -73,6 +79,19 @@ def run(
             raise
         return stored
     return receipt
+
+
+def _replay_if_check_fails(req: Request, check: Callable[[], None]) -> Receipt | None:
+    """Run a time-dependent input check (an expiry still in the future); if it fails, the
+    key's stored outcome answers (a retry after the expiry passed gets its first receipt)."""
+    try:
+        check()
+    except LedgerError:
+        stored = _recall(req)
+        if stored is None:
+            raise
+        return stored
+    return None
 
 
 def _recall(req: Request) -> Receipt | None:

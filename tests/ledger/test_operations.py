@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger import operations
+from ledger.book import Actor
 from ledger.errors import (
     InsufficientFunds,
     InvalidAmount,
@@ -19,6 +20,7 @@ from ledger.errors import (
 )
 from ledger.expiry import expire_due
 from ledger.kinds import LotSource
+from ledger.money import Money
 from ledger.verify import verify_account
 from models import AuditLog, EntryAllocation
 from tests.factories import ShopFactory
@@ -335,3 +337,33 @@ def test_a_replay_that_would_now_be_refused_returns_the_first_success(session, s
         .where(AuditLog.shop_id == shop_id, AuditLog.outcome == "failure")
     )
     assert session.scalar(failures) == 0
+
+
+def test_a_retry_after_the_requested_expiry_passed_replays_the_first_receipt(session, now):
+    shop = ShopFactory()
+    expires = now + timedelta(hours=1)
+    first = operations.issue(
+        session,
+        Actor(shop.id, now, "staff:1", "goodwill", "key-expiring-1"),
+        customer=8101,
+        amount=Money(500, "USD"),
+        expires_at=expires,
+    )
+    later = now + timedelta(hours=2)
+    retry = operations.issue(
+        session,
+        Actor(shop.id, later, "staff:1", "goodwill", "key-expiring-1"),
+        customer=8101,
+        amount=Money(500, "USD"),
+        expires_at=expires,
+    )
+    assert retry.replayed
+    assert retry.entry == first.entry
+    with pytest.raises(InvalidExpiry):  # without the key, the past expiry is refused
+        operations.issue(
+            session,
+            Actor(shop.id, later, "staff:1", "goodwill"),
+            customer=8101,
+            amount=Money(500, "USD"),
+            expires_at=expires,
+        )
