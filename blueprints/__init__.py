@@ -6,7 +6,8 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import api, health
+    from blueprints import api, health, webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(webhooks.bp)
