@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=.venv/bin/python
 
+scripts/fetch-admin-schema.sh  # Shopify's Admin schema, which GraphQL documents are validated against
+
 echo "== smoke subset on SQLite"
 "$python" -m pytest -q -p no:cacheprovider --database sqlite -m smoke
 

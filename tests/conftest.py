@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 from config import DEVELOPMENT_FERNET_KEY, Settings
 from tests import factories
 
+pytest_plugins = ["tests.fake_shopify.fixtures"]
+
 API_KEY = "test-api-key-creditcraft"
 API_SECRET = "test-api-secret-creditcraft-0123456789abcdef"  # ≥ 32 bytes: PyJWT warns below
 
