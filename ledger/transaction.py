@@ -135,6 +135,12 @@ def _record_rejection(req: Request, rejection: LedgerError) -> Receipt | None:
     outcome is the key's outcome then); raises the twin's stored rejection if it was refused.
     """
     by = req.by
+    if not by.remember_rejection:
+        # The key's first success may be what made this attempt fail (a spend replayed after
+        # the balance fell): that success is the answer, not this rejection.
+        twin = _recall(req)
+        if twin is not None:
+            return twin
     rows: list[Insert] = [insert(AuditLog).values(**_audit(by, req.operation, None, rejection))]
     if by.remember_rejection:
         rows += [
