@@ -17,6 +17,7 @@ from blueprints.settings import current_settings
 from extensions import current_session
 from jobs.credits import expire_credits
 from jobs.queues import RedisNotConfigured, run_worker
+from jobs.webhooks import REDIS_DOWN, prune_webhook_payloads, sweep_webhooks
 from ledger import operations
 from ledger.accounts import find_account
 from ledger.book import Actor
@@ -39,10 +40,11 @@ DEMO_CUSTOMERS = [
 shops_cli = AppGroup("shops", help="Register and inspect installed shops.")
 credits_cli = AppGroup("credits", help="Run credit jobs inline.")
 demo_cli = AppGroup("demo", help="Demo data for `make run`.")
+webhooks_cli = AppGroup("webhooks", help="Webhook delivery housekeeping, inline.")
 
 
 def register_commands(app: Flask) -> None:
-    for group in (shops_cli, credits_cli, demo_cli):
+    for group in (shops_cli, credits_cli, demo_cli, webhooks_cli):
         app.cli.add_command(group)
     app.cli.add_command(worker_command)
 
@@ -111,6 +113,25 @@ def credits_expire(domain: str | None, now_iso: str | None) -> None:
         f"expired {report.lots} lots in {report.accounts} accounts"
         + (f" ({totals})" if totals else "")
     )
+
+
+@webhooks_cli.command("sweep")
+@click.option("--now", "now_iso", help="Sweep as of this ISO time (default: now).")
+def webhooks_sweep(now_iso: str | None) -> None:
+    """Enqueue again deliveries left unprocessed (Redis was down, a worker died)."""
+    try:
+        count = sweep_webhooks(_utc(now_iso).isoformat())
+    except REDIS_DOWN as error:
+        raise click.ClickException(f"Redis is unavailable: {error}") from None
+    click.echo(f"enqueued {count} left-behind webhook deliveries")
+
+
+@webhooks_cli.command("prune")
+@click.option("--now", "now_iso", help="Prune as of this ISO time (default: now).")
+def webhooks_prune(now_iso: str | None) -> None:
+    """Drop stored payloads older than 30 days; the delivery rows and outcomes stay."""
+    count = prune_webhook_payloads(_utc(now_iso).isoformat())
+    click.echo(f"pruned {count} webhook payloads")
 
 
 @demo_cli.command("seed")
