@@ -25,6 +25,7 @@ from ledger.kinds import LotSource
 from ledger.money import Money, format_amount
 from models import Customer, Shop
 from models.shop import is_shop_domain
+from shop_access import rotate_token_encryption
 from tokens import TokenBox
 
 DEMO_SHOP = "creditcraft-demo.myshopify.com"
@@ -99,6 +100,13 @@ def shops_install(domain: str, token: str, no_native_sync: bool) -> None:
     shop = install_shop(domain, token, native_sync=not no_native_sync, now=_utc(None))
     sync = "off" if no_native_sync else "on"
     click.echo(f"installed {shop.domain} (shop id {shop.id}, native sync {sync})")
+
+
+@shops_cli.command("rotate-keys")
+def shops_rotate_keys() -> None:
+    """Re-encrypt every stored Shopify token with the newest TOKEN_ENCRYPTION_KEYS key."""
+    changed = rotate_token_encryption(current_session(), current_settings())
+    click.echo(f"re-encrypted {changed} tokens with the newest key")
 
 
 @credits_cli.command("expire")
