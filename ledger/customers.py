@@ -4,6 +4,11 @@ Shopify does not order webhook deliveries. Each change carries the time Shopify 
 (the payload's ``updated_at``, else the delivery's trigger time); a change older than what we
 already hold is stale and changes nothing. Deleting a customer in Shopify marks the row: the
 ledger, and any money on it, stays. Only a redaction removes personal data.
+
+Only customers CreditCraft already knows (credit issued to them, or addressed by the merchant)
+are kept current: we hold no personal data of anyone else. That is data minimisation, and it
+also means a genuine customer payload replayed under another shop's header (only the body is
+signed) finds no customer there and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.accounts import ensure_customer
 from models import Customer
 
 
@@ -28,8 +32,10 @@ class CustomerChange:
 
 
 def apply_change(session: Session, shop_id: int, change: CustomerChange, now: datetime) -> str:
-    """Record a create/update; returns ``applied``, ``stale`` or ``redacted``."""
-    customer = _locked(session, shop_id, change.shopify_customer_id, now)
+    """Record a create/update; ``applied``, ``stale``, ``redacted`` or ``not_a_credit_holder``."""
+    customer = _locked(session, shop_id, change.shopify_customer_id)
+    if customer is None:
+        return "not_a_credit_holder"
     if customer.redacted_at is not None:
         return "redacted"  # a late delivery must not bring redacted data back
     if _is_stale(customer, change.changed_at):
@@ -46,8 +52,10 @@ def apply_change(session: Session, shop_id: int, change: CustomerChange, now: da
 def mark_deleted(
     session: Session, shop_id: int, shopify_customer_id: int, changed_at: datetime, now: datetime
 ) -> str:
-    """Shopify deleted the customer; returns ``applied`` or ``stale``."""
-    customer = _locked(session, shop_id, shopify_customer_id, now)
+    """Shopify deleted the customer; ``applied``, ``stale`` or ``not_a_credit_holder``."""
+    customer = _locked(session, shop_id, shopify_customer_id)
+    if customer is None:
+        return "not_a_credit_holder"
     if _is_stale(customer, changed_at):
         return "stale"
     customer.deleted_at = changed_at
@@ -56,11 +64,14 @@ def mark_deleted(
     return "applied"
 
 
-def _locked(session: Session, shop_id: int, shopify_customer_id: int, now: datetime) -> Customer:
-    """The customer's row, created if new, locked so two deliveries apply one after the other."""
-    customer_id = ensure_customer(session, shop_id, shopify_customer_id, now)
-    stmt = select(Customer).where(Customer.id == customer_id).with_for_update()
-    return session.execute(stmt).scalar_one()
+def _locked(session: Session, shop_id: int, shopify_customer_id: int) -> Customer | None:
+    """The customer's row, if we know them, locked so two deliveries apply one at a time."""
+    stmt = (
+        select(Customer)
+        .where(Customer.shop_id == shop_id, Customer.shopify_customer_id == shopify_customer_id)
+        .with_for_update()
+    )
+    return session.execute(stmt).scalar_one_or_none()
 
 
 def _is_stale(customer: Customer, changed_at: datetime) -> bool:

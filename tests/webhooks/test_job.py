@@ -30,7 +30,7 @@ from jobs.webhooks import (
 )
 from models import Customer, Shop, WebhookEvent
 from tests.conftest import settings_changed
-from tests.factories import ShopFactory
+from tests.factories import CustomerFactory, ShopFactory
 from tests.webhooks.conftest import make_event, run_worker
 
 pytestmark = pytest.mark.usefixtures("clean_queue")
@@ -63,7 +63,10 @@ def customers_of(shop: Shop) -> list[Customer]:
 
 @pytest.fixture
 def shop(app_context) -> Shop:
-    return ShopFactory()
+    """A shop holding credit for CUSTOMER (customer deliveries only touch credit holders)."""
+    shop = ShopFactory()
+    CustomerFactory(shop_id=shop.id, shopify_customer_id=CUSTOMER)
+    return shop
 
 
 # -- processing ------------------------------------------------------------------------------------
@@ -182,6 +185,7 @@ def test_a_shop_installed_after_the_delivery_was_recorded_is_found_by_domain(app
         None, "customers/update", customer_payload(), received_at=now, shop_domain=domain
     )
     shop = ShopFactory(domain=domain)
+    CustomerFactory(shop_id=shop.id, shopify_customer_id=CUSTOMER)
 
     assert process_webhook(event.id, now.isoformat()) == "processed"
     assert fresh(event).shop_id == shop.id
@@ -194,7 +198,7 @@ def test_a_handler_that_gives_up_leaves_the_delivery_ignored_and_stages_nothing(
     assert process_webhook(event.id, now.isoformat()) == "ignored"
     row = fresh(event)
     assert row.outcome == {"reason": "the payload has no usable customer id"}
-    assert customers_of(shop) == []
+    assert [c.shopify_updated_at for c in customers_of(shop)] == [None]  # untouched
 
 
 # -- claims and leases --------------------------------------------------------------------------
@@ -217,7 +221,7 @@ def test_a_live_claim_is_left_alone(app_context, shop, now):
         1,
         now - timedelta(minutes=5),
     )
-    assert customers_of(shop) == []
+    assert [c.shopify_updated_at for c in customers_of(shop)] == [None]  # untouched
 
 
 def test_an_expired_claim_is_taken_over(app_context, shop, now):
@@ -398,6 +402,7 @@ def test_the_sweeper_enqueues_exactly_the_deliveries_left_behind(app_context, se
 @pytest.mark.smoke
 def test_without_redis_the_sweeper_runs_the_deliveries_inline(app_context, now):
     shop = ShopFactory()
+    CustomerFactory(shop_id=shop.id, shopify_customer_id=CUSTOMER)
     event = make_event(
         shop, "customers/update", customer_payload(), received_at=now - timedelta(minutes=5)
     )
@@ -537,6 +542,9 @@ def _committed_delivery(engine: Engine, now: datetime) -> tuple[int, int]:
         )
         setup.add(shop)
         setup.flush()
+        setup.add(
+            Customer(shop_id=shop.id, shopify_customer_id=CUSTOMER, created_at=now, updated_at=now)
+        )
         event = WebhookEvent(
             webhook_id=str(uuid.uuid4()),
             shop_id=shop.id,

@@ -79,8 +79,10 @@ def customer_payload(customer_id: int, updated: datetime, **fields: Any) -> dict
 
 
 class TestCustomers:
-    def test_create_then_update_keeps_the_latest(self, session):
+    def test_a_customer_we_hold_credit_for_is_kept_current(self, session, now):
         shop = ShopFactory()
+        operations.issue(session, Actor(shop.id, now, "staff:1", "goodwill"), customer=501,
+                         amount=Money(100, "USD"))  # fmt: skip
         handle(session, record(session, shop, "customers/create", customer_payload(501, T0)))
         later = customer_payload(501, T0 + timedelta(minutes=5), email="ada@new.example")
         assert (
@@ -89,8 +91,18 @@ class TestCustomers:
         row = session.scalars(select(Customer).where(Customer.shop_id == shop.id)).one()
         assert (row.email, row.shopify_updated_at) == ("ada@new.example", T0 + timedelta(minutes=5))
 
+    def test_a_customer_we_hold_nothing_for_is_not_stored(self, session):
+        """Data minimisation; also, a payload replayed under another shop finds no one there."""
+        shop = ShopFactory()
+        with pytest.raises(Ignored, match="holds nothing"):
+            handle(session, record(session, shop, "customers/create", customer_payload(509, T0)))
+        with pytest.raises(Ignored, match="holds nothing"):
+            handle(session, record(session, shop, "customers/delete", {"id": 509}))
+        assert session.scalar(select(func.count()).where(Customer.shop_id == shop.id)) == 0
+
     def test_an_older_update_arriving_late_changes_nothing(self, session):
         shop = ShopFactory()
+        CustomerFactory(shop_id=shop.id, shopify_customer_id=502)
         newer = customer_payload(502, T0 + timedelta(hours=1), email="new@example.com")
         older = customer_payload(502, T0, email="old@example.com")
         handle(session, record(session, shop, "customers/update", newer))
@@ -102,9 +114,10 @@ class TestCustomers:
 
     def test_the_same_delivery_twice_applies_once(self, session):
         shop = ShopFactory()
+        CustomerFactory(shop_id=shop.id, shopify_customer_id=503)
         payload = customer_payload(503, T0)
-        first = handle(session, record(session, shop, "customers/create", payload))
-        second = handle(session, record(session, shop, "customers/create", payload))
+        first = handle(session, record(session, shop, "customers/update", payload))
+        second = handle(session, record(session, shop, "customers/update", payload))
         assert (first["result"], second["result"]) == ("applied", "stale")
         assert session.scalar(select(func.count()).where(Customer.shop_id == shop.id)) == 1
 

@@ -1,4 +1,4 @@
-"""customers/create: start holding the customer (name and email, for the merchant's search)."""
+"""customers/create: name and email of a customer we hold credit for (the merchant's search)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from ledger.customers import CustomerChange, apply_change
 from webhooks.handlers._payload import changed_at, numeric_id, optional_text
-from webhooks.topics import Delivery, Outcome
+from webhooks.topics import Delivery, Ignored, Outcome
 
 
 def handle(session: Session, delivery: Delivery, now: datetime) -> Outcome:
@@ -22,4 +22,6 @@ def handle(session: Session, delivery: Delivery, now: datetime) -> Outcome:
     )
     result = apply_change(session, delivery.shop.id, change, now)
     session.commit()
+    if result == "not_a_credit_holder":
+        raise Ignored("CreditCraft holds nothing for this customer")
     return {"customer": str(change.shopify_customer_id), "result": result}
