@@ -17,7 +17,7 @@ from blueprints import inputs
 from blueprints.errors import APIError
 from blueprints.session_token import StaffSession, require_session_token
 from extensions import current_session
-from ledger import operations, queries
+from ledger import operations, privacy, queries
 from ledger.book import Actor
 from ledger.kinds import LotSource
 from ledger.money import Money, normalize_currency
@@ -125,6 +125,33 @@ def revoke_lot(lot_id: str) -> tuple[Response, int]:
         current_session(), _actor(body), lot_id=lot, note=inputs.text(body, "note", max_length=1000)
     )
     return _created(receipt)
+
+
+@bp.get("/data-requests")
+@require_session_token
+def list_data_requests() -> Response:
+    """Customers' data requests (customers/data_request), for the merchant to hand over."""
+    return jsonify(data_requests=privacy.data_requests(current_session(), _staff().shop.id))
+
+
+@bp.get("/data-requests/<request_id>")
+@require_session_token
+def download_data_request(request_id: str) -> Response:
+    """One customer's data export as a JSON file; each download is audited."""
+    staff = _staff()
+    export = None
+    if request_id.isascii() and request_id.isdigit() and int(request_id) <= MAX_SHOPIFY_ID:
+        export = privacy.download_data_request(
+            current_session(), staff.shop.id, int(request_id), staff.actor, datetime.now(UTC)
+        )
+    if export is None:
+        raise APIError(404, "data_request_not_found", "No such data request.")
+    response = jsonify(export)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="customer-{export["customer_id"]}-data.json"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -158,6 +158,47 @@ def record_data_request(
     return "created"
 
 
+def data_requests(session: Session, shop_id: int) -> list[dict[str, Any]]:
+    """The shop's data requests, newest first (the exports themselves are downloaded one by one)."""
+    rows = session.scalars(
+        select(DataRequest)
+        .where(DataRequest.shop_id == shop_id)
+        .order_by(DataRequest.created_at.desc(), DataRequest.id.desc())
+    )
+    return [_request_json(row) for row in rows]
+
+
+def download_data_request(
+    session: Session, shop_id: int, request_id: int, actor: str, now: datetime
+) -> dict[str, Any] | None:
+    """The export of one request (None if not this shop's); the download is audited."""
+    row = session.execute(
+        select(DataRequest)
+        .where(DataRequest.shop_id == shop_id, DataRequest.id == request_id)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    row.state = "downloaded"
+    row.downloaded_at = row.downloaded_at or now
+    _audit(session, shop_id, actor, "data_request.download", "data_request", str(row.id), now,
+           {"customer_id": str(row.shopify_customer_id)})  # fmt: skip
+    export = row.export
+    session.commit()
+    return export
+
+
+def _request_json(row: DataRequest) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "customer_id": str(row.shopify_customer_id),
+        "request": row.request_key,
+        "state": row.state,
+        "created_at": iso(row.created_at),
+        "downloaded_at": iso(row.downloaded_at),
+    }
+
+
 # -- redaction -------------------------------------------------------------------------------
 
 

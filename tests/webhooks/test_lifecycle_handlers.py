@@ -274,3 +274,48 @@ class TestCompliance:
         with pytest.raises(DBAPIError, match="append-only"):
             session.execute(text("DELETE FROM ledger_entries WHERE shop_id = :s"), {"s": shop.id})
         session.rollback()
+
+
+class TestDataRequestDownload:
+    def test_the_merchant_lists_and_downloads_the_export_and_the_download_is_audited(
+        self, app_context, client, now
+    ):
+        from extensions import db
+        from tests.conftest import auth
+
+        shop = ShopFactory()
+        CustomerFactory(shop_id=shop.id, shopify_customer_id=611, email="zoe@example.com")
+        payload = {"shop_domain": shop.domain, "customer": {"id": 611}, "data_request": {"id": 77}}
+        handle(db.session, record(db.session, shop, "customers/data_request", payload), now)
+        listed = client.get("/api/data-requests", headers=auth(shop.domain)).get_json()
+        (entry,) = listed["data_requests"]
+        assert (entry["customer_id"], entry["request"], entry["state"]) == ("611", "77", "ready")
+        download = client.get(
+            f"/api/data-requests/{entry['id']}", headers=auth(shop.domain, sub="42")
+        )
+        assert download.status_code == 200
+        assert (
+            download.headers["Content-Disposition"]
+            == 'attachment; filename="customer-611-data.json"'
+        )
+        assert download.get_json()["customer"]["email"] == "zoe@example.com"
+        actors = db.session.scalars(
+            select(AuditLog.actor).where(
+                AuditLog.shop_id == shop.id, AuditLog.action == "data_request.download"
+            )
+        ).all()
+        assert actors == ["staff:42"]
+
+    def test_another_shops_request_is_a_404(self, app_context, client, now):
+        from extensions import db
+        from tests.conftest import auth
+
+        shop, other = ShopFactory(), ShopFactory()
+        payload = {"shop_domain": shop.domain, "customer": {"id": 612}, "data_request": {"id": 78}}
+        handle(db.session, record(db.session, shop, "customers/data_request", payload), now)
+        request_id = db.session.scalar(select(DataRequest.id).where(DataRequest.shop_id == shop.id))
+        assert (
+            client.get(f"/api/data-requests/{request_id}", headers=auth(other.domain)).status_code
+            == 404
+        )
+        assert client.get("/api/data-requests/abc", headers=auth(other.domain)).status_code == 404
