@@ -14,6 +14,7 @@ This module is an edge: it joins the database, the encryption keys and ``shopify
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -23,12 +24,15 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models import ApiUsage, Shop
-from shopify_client import oauth
-from shopify_client.errors import InvalidGrant
+from shopify_client import documents, oauth
+from shopify_client.errors import InvalidGrant, ShopifyClientError
 from shopify_client.graphql import AdminClient, CallCost
+from shopify_client.ids import numeric_id
 from tokens import TokenBox
 
 REFRESH_WHEN_WITHIN = timedelta(minutes=5)
+
+log = logging.getLogger(__name__)
 
 
 class ShopNotConnected(RuntimeError):
@@ -97,7 +101,23 @@ def _installed(
     shop.reauthorize_required_at = None
     _store(shop, tokens, TokenBox(settings.token_encryption_keys))
     session.commit()
+    _learn_shop_details(session, settings, shop, now)
     return shop
+
+
+def _learn_shop_details(session: Session, settings: Settings, shop: Shop, now: datetime) -> None:
+    """Name, currency, time zone and id from Shopify; an install never fails for want of them."""
+    try:
+        details = admin_client(session, settings, shop, now).query(documents.SHOP)["shop"]
+    except (ShopifyClientError, ShopNotConnected, KeyError, TypeError) as error:
+        log.warning("could not read %s's details after install: %s", shop.domain, error)
+        return
+    shop.name = details.get("name") or shop.name
+    shop.currency = details.get("currencyCode") or shop.currency
+    shop.timezone = details.get("ianaTimezone") or shop.timezone
+    if details.get("id"):
+        shop.shopify_shop_id = numeric_id(details["id"])
+    session.commit()
 
 
 # -- using -----------------------------------------------------------------------------------

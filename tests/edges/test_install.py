@@ -51,6 +51,8 @@ class TestEmbeddedFirstLoad:
         assert timedelta(minutes=55) < left <= timedelta(hours=1)
         assert shop.refresh_token_expires_at - datetime.now(UTC) > timedelta(days=89)
         assert "write_store_credit_account_transactions" in (shop.scopes or "")
+        assert shop.name == "Edge Shop"  # read from Shopify once installed
+        assert shop.shopify_shop_id == connected.shop(shop_domain).id
         exchange = token_requests(connected, "token-exchange")
         assert len(exchange) == 1
 

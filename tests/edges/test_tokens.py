@@ -43,6 +43,10 @@ def test_a_token_about_to_expire_is_refreshed_and_the_pair_rotated(connected, in
     assert installed.access_token_expires_at > datetime.now(UTC) + timedelta(minutes=55)
 
 
+def test_install_learns_the_shops_currency_and_time_zone(installed):
+    assert (installed.currency, installed.name) == ("EUR", "Token Shop")
+
+
 def test_a_fresh_token_is_used_as_it_is(connected, installed):
     client = admin_client(db.session, current_settings(), installed, datetime.now(UTC))
     client.query(documents.SHOP)
@@ -77,8 +81,8 @@ def test_query_cost_is_recorded_per_shop_and_day(connected, installed):
     usage = db.session.execute(
         select(ApiUsage).where(ApiUsage.shop_id == installed.id)
     ).scalar_one()
-    assert usage.calls == 2
-    assert usage.requested_cost >= 2
+    assert usage.calls == 3  # the install's own read of the shop, then these two
+    assert usage.requested_cost >= 3
     assert usage.throttled == 0
 
 
