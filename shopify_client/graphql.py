@@ -147,8 +147,9 @@ class AdminClient:
     Mutation ``userErrors`` are data, returned as Shopify sent them.
 
     ``refresh_access_token()`` returns a new access token; it must persist the new pair itself
-    (this client only keeps the access token for its own later calls). ``on_cost`` must be quick; its failures are logged, never
-    raised, so that bookkeeping cannot turn an applied mutation into an error.
+    (this client only keeps the access token for its own later calls). ``on_cost`` must be
+    quick; its failures are logged, never raised, so that bookkeeping cannot turn an applied
+    mutation into an error.
     ``max_attempts`` counts HTTP requests per call; the retry after a refresh is extra.
     """
 

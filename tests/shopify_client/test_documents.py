@@ -79,7 +79,7 @@ def test_the_estimate_follows_shopifys_rules(schema):
     assert requested_cost(schema, documents.SHOP) == 1
     assert requested_cost(schema, documents.STORE_CREDIT_TRANSACTIONS) == 1 + 1 + 2 + 50 * 5
     assert requested_cost(schema, documents.ORDER_STORE_CREDIT) == (
-        1 + 1 + 50 * 5 + 10 * (1 + 2 + 5 * 5)
+        1 + 1 + 25 * 4 + 5 * (1 + 2 + 5 * 4)
     )
     assert requested_cost(schema, documents.STORE_CREDIT_DEBIT) == 10 + 1 + 1 + 1 + 1 + 1
 
