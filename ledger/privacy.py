@@ -26,6 +26,8 @@ from ledger.views import account_json, entry_json, iso, lot_json
 from models import (
     ApiUsage,
     AuditLog,
+    BulkImport,
+    BulkImportRow,
     CreditAccount,
     CreditLot,
     Customer,
@@ -34,7 +36,9 @@ from models import (
     IdempotencyKey,
     LedgerEntry,
     ReconciliationFinding,
+    ReconciliationRun,
     Shop,
+    ShopifyOutbox,
     WebhookEvent,
 )
 
@@ -251,9 +255,13 @@ def erase_shop(
     session.flush()
     counts: dict[str, int] = {}
     for model in (
+        ShopifyOutbox,
         EntryAllocation,
         LedgerEntry,
         ReconciliationFinding,
+        ReconciliationRun,
+        BulkImportRow,
+        BulkImport,
         CreditLot,
         CreditAccount,
         DataRequest,

@@ -2,11 +2,13 @@
 
 from ledger.chain import GENESIS_HASH
 from models.base import Base
+from models.bulk import BulkImport, BulkImportRow
 from models.credit import CreditAccount, CreditLot
 from models.customer import Customer
 from models.ledger_entry import EntryAllocation, LedgerEntry
+from models.outbox import ShopifyOutbox
 from models.privacy import DataRequest
-from models.reconciliation import ReconciliationFinding
+from models.reconciliation import ReconciliationFinding, ReconciliationRun
 from models.records import AuditLog, IdempotencyKey
 from models.shop import Shop
 from models.usage import ApiUsage
@@ -17,6 +19,8 @@ __all__ = [
     "ApiUsage",
     "AuditLog",
     "Base",
+    "BulkImport",
+    "BulkImportRow",
     "CreditAccount",
     "CreditLot",
     "Customer",
@@ -25,6 +29,8 @@ __all__ = [
     "IdempotencyKey",
     "LedgerEntry",
     "ReconciliationFinding",
+    "ReconciliationRun",
     "Shop",
+    "ShopifyOutbox",
     "WebhookEvent",
 ]

@@ -47,6 +47,14 @@ class CreditAccount(Base):
     last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS_HASH)
     native_account_gid: Mapped[str | None] = mapped_column(String(255))
+    # Reconciliation's checkpoint: the chain verified up to this sequence and hash, and the
+    # native transactions compared up to this time (incremental runs start from here).
+    reconciled_sequence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reconciled_hash: Mapped[str] = mapped_column(
+        String(64), default=GENESIS_HASH, server_default=GENESIS_HASH
+    )
+    reconciled_at: Mapped[datetime | None]
+    native_checked_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId
@@ -46,3 +55,28 @@ class ReconciliationFinding(Base):
     last_seen_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(Text)
+
+
+class ReconciliationRun(Base):
+    """One reconciliation of a shop: what was checked, what was found, what was repaired."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (
+        CheckConstraint("kind IN ('incremental', 'full')", "kind_known"),
+        CheckConstraint("state IN ('running', 'finished', 'failed')", "state_known"),
+        Index("ix_reconciliation_runs_shop_started", "shop_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    accounts_checked: Mapped[int] = mapped_column(BigInteger, default=0)
+    entries_checked: Mapped[int] = mapped_column(BigInteger, default=0)
+    native_checked: Mapped[int] = mapped_column(BigInteger, default=0)
+    findings_opened: Mapped[int] = mapped_column(default=0)
+    findings_resolved: Mapped[int] = mapped_column(default=0)
+    repairs: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
