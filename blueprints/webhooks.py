@@ -1,6 +1,6 @@
 """Shopify webhook intake: ``POST /webhooks`` and ``POST /webhooks/compliance``.
 
-Verify → record → commit → enqueue → 200, nothing more: the work happens in
+Verify → record (one autocommitted INSERT) → enqueue → 200, nothing more: the work happens in
 ``jobs.webhooks.process_webhook``. Statuses as CONTRACT.md gives them:
 
 * 200 for every valid delivery: a new one, a duplicate (recorded once), one for an unknown or
@@ -57,8 +57,7 @@ def _intake(*, compliance: bool) -> Response:
         )
     except Rejected as rejected:
         raise APIError(rejected.status, rejected.code, rejected.message) from None
-    event_id = record(current_session(), delivery, datetime.now(UTC))
-    current_session().commit()
+    event_id = record(current_session(), delivery, datetime.now(UTC))  # committed on return
     if event_id is None:
         log.info("webhook %s (%s) is a duplicate", delivery.webhook_id, delivery.topic)
         return jsonify(status="duplicate")

@@ -7,9 +7,11 @@ while the claim is still ours, so a worker that outlived its lease cannot overwr
 work of the one that took over. Handlers are idempotent, so a delivery run twice (a crash
 after the handler committed, a lease taken over) changes nothing twice.
 
-Enqueueing goes to the ``webhooks`` queue with the job id ``webhook-<id>`` and RQ's unique
-enqueue, so a job already waiting is never queued twice. The Redis client is made once per
-process with short timeouts: a dead Redis costs the intake a refused connect, not seconds.
+Jobs go to the ``webhooks`` queue with the job id ``webhook-<id>``. A delivery just recorded
+cannot have a job yet: its job is saved and queued in one pipelined round trip. The sweeper
+uses RQ's unique enqueue, so a job already waiting is never queued twice. The Redis client
+is made once per process with short timeouts: a dead Redis costs a refused connect, not
+seconds.
 """
 
 from __future__ import annotations
@@ -88,11 +90,14 @@ def job_id(event_id: int) -> str:
     return f"webhook-{event_id}"
 
 
-def enqueue(settings: Settings, event_id: int) -> str:
+def enqueue(settings: Settings, event_id: int, *, new: bool = True) -> str:
     """Have ``process_webhook(event_id)`` run; says how: ``enqueued``, ``already_queued``,
     ``redis_unavailable`` (left for the sweeper), or ``ran_inline`` / ``failed_inline``.
 
-    Without REDIS_URL (``make run``) the job runs here and now, in the caller's app context.
+    ``new``: the delivery was recorded just now, so no job for it can exist yet, and the job
+    goes out in one pipelined round trip; otherwise RQ's unique enqueue makes a job that is
+    already waiting a no-op. Without REDIS_URL (``make run``) the job runs here and now, in
+    the caller's app context.
     """
     if settings.redis_url is None:
         try:
@@ -103,8 +108,9 @@ def enqueue(settings: Settings, event_id: int) -> str:
             )
             return "failed_inline"
         return "ran_inline"
+    queue = webhook_queue(settings.redis_url)
     try:
-        return _enqueue_unique(webhook_queue(settings.redis_url), event_id)
+        return _enqueue_fresh(queue, event_id) if new else _enqueue_unique(queue, event_id)
     except REDIS_DOWN as error:
         log.warning(
             "webhook event %d recorded but not enqueued (Redis unavailable: %s); "
@@ -115,9 +121,31 @@ def enqueue(settings: Settings, event_id: int) -> str:
         return "redis_unavailable"
 
 
+def _enqueue_fresh(queue: Queue, event_id: int) -> str:
+    """The job for a delivery just recorded: saved and queued in one MULTI/EXEC round trip."""
+    pipeline = queue.connection.pipeline()
+    queue.enqueue_call(
+        process_webhook,
+        args=(event_id,),
+        job_id=job_id(event_id),
+        retry=RETRY,
+        description=f"webhook event {event_id}",
+        pipeline=pipeline,
+    )
+    pipeline.execute()
+    return "enqueued"
+
+
 def _enqueue_unique(queue: Queue, event_id: int, *, replace_finished: bool = False) -> str:
     try:
-        queue.enqueue(process_webhook, event_id, job_id=job_id(event_id), unique=True, retry=RETRY)
+        queue.enqueue_call(
+            process_webhook,
+            args=(event_id,),
+            job_id=job_id(event_id),
+            retry=RETRY,
+            description=f"webhook event {event_id}",
+            unique=True,
+        )
     except DuplicateJobError:
         if not replace_finished or not _drop_if_finished(queue, job_id(event_id)):
             return "already_queued"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, select
+from sqlalchemy import ColumnElement, Engine, String, Text, bindparam, cast, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -62,6 +62,7 @@ class Incoming:
     triggered_at: datetime | None
     shopify_customer_id: int | None
     payload: dict[str, Any]
+    payload_json: str  # the body as received when storable as is (PostgreSQL parses it once)
 
 
 def read_delivery(
@@ -80,7 +81,7 @@ def read_delivery(
         name: _required_header(headers, name, limit) for name, limit in REQUIRED_HEADERS.items()
     }
     topic, shop_domain = values["X-Shopify-Topic"], values["X-Shopify-Shop-Domain"]
-    payload = _json_object(body)
+    payload, payload_json = _json_object(body)
     if not is_shop_domain(shop_domain):
         raise Rejected(400, "invalid_shop_domain", "X-Shopify-Shop-Domain is not a shop domain.")
     if (topic in COMPLIANCE_TOPICS) != compliance:
@@ -99,6 +100,7 @@ def read_delivery(
         triggered_at=_timestamp(headers.get("X-Shopify-Triggered-At")),
         shopify_customer_id=customer_of(topic, payload),
         payload=payload,
+        payload_json=payload_json,
     )
 
 
@@ -117,11 +119,14 @@ def customer_of(topic: str, payload: dict[str, Any]) -> int | None:
 
 
 def record(session: Session, delivery: Incoming, now: datetime) -> int | None:
-    """Insert the delivery; its new ``webhook_events.id``, or None if the webhook id was seen.
+    """Insert and commit the delivery; its new ``webhook_events.id``, or None if seen before.
 
     One statement: the shop is looked up in a subquery (an unknown domain leaves ``shop_id``
     empty) and a conflict on the unique webhook id does nothing, which PostgreSQL also
-    resolves for two requests inserting the same id at once. The caller commits.
+    resolves for two requests inserting the same id at once. On its own (the session bound
+    to the engine, as in a request) it runs in autocommit: one round trip, no BEGIN and
+    COMMIT around it. Inside a transaction the caller already holds (tests bind the session
+    to one), it joins that transaction and commits the session.
     """
     statement = _INSERTS[session.get_bind().dialect.name]
     params = {
@@ -132,10 +137,16 @@ def record(session: Session, delivery: Incoming, now: datetime) -> int | None:
         "api_version": delivery.api_version,
         "triggered_at": delivery.triggered_at,
         "shopify_customer_id": delivery.shopify_customer_id,
-        "payload": delivery.payload,
+        "payload": delivery.payload_json,
         "received_at": now,
     }
+    bind = session.get_bind()
+    if isinstance(bind, Engine):
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            autocommitted: int | None = connection.execute(statement, params).scalar_one_or_none()
+            return autocommitted
     new_id: int | None = session.execute(statement, params).scalar_one_or_none()
+    session.commit()
     return new_id
 
 
@@ -151,7 +162,8 @@ def _required_header(headers: Headers, name: str, limit: int) -> str:
     return value
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _json_object(body: bytes) -> tuple[dict[str, Any], str]:
+    """The body as a dict, and as JSON text to store (the body itself when that is safe)."""
     try:
         payload = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
@@ -160,8 +172,11 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise Rejected(400, "invalid_json", "The body must be a JSON object.")
     if b"\\u0000" in body:  # rare: PostgreSQL's jsonb cannot store NUL in text
         cleaned: dict[str, Any] = _without_nul(payload)
-        return cleaned
-    return payload
+        return cleaned, json.dumps(cleaned)
+    try:
+        return payload, body.decode("utf-8")
+    except UnicodeDecodeError:  # JSON in UTF-16 or UTF-32: Python reads it, store it re-encoded
+        return payload, json.dumps(payload)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -217,10 +232,11 @@ def _bigint(value: Any) -> int | None:
 # -- the one INSERT ----------------------------------------------------------------------------
 
 
-def _insert_statement(insert: Any) -> Insert:
+def _insert_statement(insert: Any, payload: ColumnElement[Any]) -> Insert:
     """``INSERT … VALUES (…, (SELECT id FROM shops WHERE domain = …), …) ON CONFLICT DO NOTHING``.
 
-    Built once per dialect with named parameters, so a request only binds values.
+    Built once per dialect with named parameters, so a request only binds values. The
+    payload is bound as JSON text: PostgreSQL casts it to jsonb, SQLite stores the text.
     """
     table = WebhookEvent.__table__
     column = table.c
@@ -238,7 +254,7 @@ def _insert_statement(insert: Any) -> Insert:
             shopify_customer_id=bindparam(
                 "shopify_customer_id", type_=column.shopify_customer_id.type
             ),
-            payload=bindparam("payload", type_=column.payload.type),
+            payload=payload,
             received_at=bindparam("received_at", type_=column.received_at.type),
             state="received",
             attempts=0,
@@ -249,7 +265,8 @@ def _insert_statement(insert: Any) -> Insert:
     return statement
 
 
+_PAYLOAD_TEXT = bindparam("payload", type_=Text())
 _INSERTS = {
-    "postgresql": _insert_statement(postgresql.insert),
-    "sqlite": _insert_statement(sqlite.insert),
+    "postgresql": _insert_statement(postgresql.insert, cast(_PAYLOAD_TEXT, postgresql.JSONB)),
+    "sqlite": _insert_statement(sqlite.insert, _PAYLOAD_TEXT),
 }

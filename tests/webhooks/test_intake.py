@@ -343,6 +343,7 @@ def test_a_second_insert_of_the_same_webhook_id_waits_for_the_first_and_records_
         triggered_at=None,
         shopify_customer_id=CUSTOMER,
         payload=customer_payload(),
+        payload_json=json.dumps(customer_payload()),
     )
     now = datetime.now(UTC)
     second: list[int | None | BaseException] = []
@@ -351,18 +352,19 @@ def test_a_second_insert_of_the_same_webhook_id_waits_for_the_first_and_records_
         with Session(engine) as b:
             try:
                 second.append(record(b, delivery, now))
-                b.commit()
             except BaseException as error:  # noqa: BLE001 - asserted below
                 second.append(error)
 
     try:
-        with Session(engine) as a:
-            first = record(a, delivery, now)
+        with engine.connect() as conn:
+            outer = conn.begin()  # A's transaction stays open after record() returns
+            with Session(bind=conn, join_transaction_mode="create_savepoint") as a:
+                first = record(a, delivery, now)
             thread = threading.Thread(target=insert_second, daemon=True)
-            thread.start()
+            thread.start()  # B: the request path, an autocommitted INSERT on its own connection
             time.sleep(0.3)
             assert thread.is_alive(), "B should wait for A's transaction"
-            a.commit()
+            outer.commit()
         thread.join(timeout=10)
         assert first is not None
         assert second == [None]
