@@ -452,8 +452,9 @@ class LedgerMachine(RuleBasedStateMachine):
         event(f"reversal: to {len(moves)} lot(s)")
         past_expiry = set()
         for lot, give in moves:
-            if lot.status == DEPLETED and lot.dead_at(self.now):
-                event("reversal onto a depleted lot past its expiry")
+            if lot.status in (DEPLETED, ACTIVE) and lot.dead_at(self.now):
+                # Dead at its expiry, swept or not: what it holds expires with what returns.
+                event(f"reversal onto a {lot.status} lot past its expiry")
                 past_expiry.add(lot.id)
             lot.remaining += give
             acct.balance += give
