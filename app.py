@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from blueprints.settings import EXTENSION_KEY
     from cli import register_commands
     from extensions import db, migrate
+    from storefront.wiring import init_storefront
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.database_url.startswith("sqlite"):
         with app.app_context():  # creating the engine opens no connection
             event.listen(db.engine, "connect", _sqlite_pragmas)
+    init_storefront(app, settings)  # before the blueprints: the proxy routes look it up
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)

@@ -49,6 +49,11 @@ class Settings:
     redis_url: str | None = None
     slow_query_ms: int = 200
     idempotency_key_ttl_hours: int = 48
+    # Storefront balance look-ups (App Proxy): limits per minute, and cache lifetimes.
+    proxy_rate_limit_per_ip: int = 120
+    proxy_rate_limit_per_shop: int = 6000
+    storefront_cache_ttl: int = 120
+    storefront_local_ttl: int = 30
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -104,6 +109,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_sslmode=env.get("DB_SSLMODE") or None,
         redis_url=env.get("REDIS_URL") or None,
         slow_query_ms=_int(env, "SLOW_QUERY_MS", 200),
+        proxy_rate_limit_per_ip=_positive(env, "PROXY_RATE_LIMIT_PER_IP", 120),
+        proxy_rate_limit_per_shop=_positive(env, "PROXY_RATE_LIMIT_PER_SHOP", 6000),
+        storefront_cache_ttl=_positive(env, "STOREFRONT_CACHE_TTL", 120),
+        storefront_local_ttl=_positive(env, "STOREFRONT_LOCAL_TTL", 30),
     )
 
 
@@ -118,6 +127,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise ConfigError(f"config: {name} must be a whole number, got {raw!r}")
     return int(raw)
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"config: {name} must be at least 1, got {value}")
+    return value
 
 
 def _database_url(url: str) -> str:

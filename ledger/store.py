@@ -4,6 +4,9 @@ The account's row lock is the only lock a change takes, and it is held for four 
 find-and-lock, read the live lots, write everything, commit. On PostgreSQL the write is one fixed
 statement of data-modifying CTEs fed by JSON arrays; elsewhere (SQLite, the embedded default)
 the same rows go out as ordinary statements.
+
+Whose balance changed is noted for after the commit (``touched_customers``): storefront caches
+outside the ledger invalidate from that note, so the ledger itself knows nothing of them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ from models import (
 )
 
 Row = dict[str, Any]
+
+# session.info key: the set of (shop_id, shopify_customer_id) whose accounts this transaction
+# wrote. Writes on PostgreSQL are one raw statement ORM events never see, so write_book notes
+# them here; an after_commit listener (storefront/tracking.py) invalidates the storefront
+# caches of exactly those customers and clears the set, an after_rollback listener clears it.
+TOUCHED_CUSTOMERS = "ledger.touched_customers"
 
 _ACCOUNT_COLUMNS = (
     CreditAccount.id,
@@ -134,11 +143,24 @@ def write_book(
         audits=audits,
         keys=keys,
     )
+    account = book.account
+    shopify_customer_id: int
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(_WRITE_ALL, _pg_params(rows))
-        return
-    for statement in _statements(rows):
-        session.execute(statement)
+        # The statement's final SELECT answers whose account it was, in the same round trip.
+        params = _pg_params(rows) | {"customer_id": account.customer_id}
+        shopify_customer_id = session.connection().execute(_WRITE_ALL, params).scalar_one()
+    else:
+        for statement in _statements(rows):
+            session.execute(statement)
+        found = session.execute(_SHOPIFY_CUSTOMER_ID, {"id": account.customer_id})
+        shopify_customer_id = found.scalar_one()
+    touched_customers(session).add((account.shop_id, shopify_customer_id))
+
+
+def touched_customers(session: Session) -> set[tuple[int, int]]:
+    """The (shop_id, shopify_customer_id) written in this session since its last commit."""
+    touched: set[tuple[int, int]] = session.info.setdefault(TOUCHED_CUSTOMERS, set())
+    return touched
 
 
 @dataclass(frozen=True)
@@ -219,9 +241,10 @@ WITH lots AS (
     WHERE id = :id
     RETURNING 1
 )
-SELECT 1
+SELECT shopify_customer_id FROM customers WHERE id = :customer_id
 """
 )
+_SHOPIFY_CUSTOMER_ID = select(Customer.shopify_customer_id).where(Customer.id == bindparam("id"))
 
 
 def _pg_params(rows: _Rows) -> Row:
