@@ -16,11 +16,14 @@ from flask import Blueprint, Response, g, jsonify, request
 from blueprints import inputs
 from blueprints.errors import APIError
 from blueprints.session_token import StaffSession, require_session_token
+from blueprints.settings import current_settings
 from extensions import current_session
+from jobs import sync
 from ledger import operations, privacy, queries
-from ledger.book import Actor
+from ledger.book import Actor, Mirror
 from ledger.kinds import LotSource
 from ledger.money import Money, normalize_currency
+from ledger.outbox import MIRRORED_KINDS
 from ledger.views import Receipt
 from models import Customer
 
@@ -171,6 +174,9 @@ def _actor(body: dict[str, Any]) -> Actor:
         actor=staff.actor,
         reason=inputs.text(body, "reason", max_length=255, required=True) or "",
         idempotency_key=inputs.idempotency_key(),
+        # The merchant's changes are mirrored into Shopify's native store credit (an outbox
+        # row in the entry's transaction) unless the shop keeps its credit in CreditCraft only.
+        mirror=Mirror(notify=staff.shop.notify_customer) if staff.shop.native_sync else None,
     )
 
 
@@ -202,6 +208,8 @@ def _customer(raw: str) -> Customer:
 
 
 def _created(receipt: Receipt) -> tuple[Response, int]:
+    if _staff().shop.native_sync and receipt.entry["kind"] in MIRRORED_KINDS:
+        sync.enqueue(current_settings(), receipt.entry["id"])  # after the commit; never raises
     response = jsonify(entry=receipt.entry, lot=receipt.lot, account=receipt.account)
     if receipt.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -6,7 +6,13 @@ or the worker is asked for.
 
 from __future__ import annotations
 
+import threading
+
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Worker
 
 from config import Settings
@@ -14,6 +20,35 @@ from extensions import db
 
 # Highest priority first: a worker always takes a webhook before a bulk import row.
 QUEUES = ("webhooks", "sync", "default", "bulk")
+
+
+# What "Redis is down" looks like to an enqueue: the work is recorded, a sweeper sends it later.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+
+_shared: dict[tuple[str, str], Queue] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_queue(redis_url: str, name: str) -> Queue:
+    """This process's queue ``name`` on ``redis_url``, for enqueueing from requests and jobs.
+
+    One client and pool per process, short socket timeouts and one immediate retry: a dead
+    Redis costs a request half a second, not redis-py's default ten retries with backoff.
+    """
+    key = (redis_url, name)
+    queue = _shared.get(key)
+    if queue is None:
+        with _shared_lock:
+            if key not in _shared:
+                connection = Redis.from_url(
+                    redis_url,
+                    socket_connect_timeout=0.5,
+                    socket_timeout=1.0,
+                    retry=RedisRetry(NoBackoff(), 1),
+                )
+                _shared[key] = Queue(name, connection=connection)
+            queue = _shared[key]
+    return queue
 
 
 class RedisNotConfigured(RuntimeError):

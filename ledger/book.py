@@ -52,6 +52,17 @@ class LotRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Mirror:
+    """Mirror the operation into Shopify's native store credit (the shop has native sync on).
+
+    Only the merchant's own changes are mirrored (issue, adjust, revoke): spends, returns and
+    refunds come *from* Shopify, and Shopify expires its credits by itself.
+    """
+
+    notify: bool = False  # Shopify emails the customer about the credit
+
+
+@dataclass(frozen=True, slots=True)
 class Actor:
     """Who posts, when, and why: stamped on every entry an operation writes."""
 
@@ -64,6 +75,7 @@ class Actor:
     # A business-event key (``order:123:redeem``) does not: the event is still owed, and may
     # succeed once reconciliation has brought in what was missing.
     remember_rejection: bool = True
+    mirror: Mirror | None = None
 
 
 @dataclass

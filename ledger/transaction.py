@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
-from ledger import idempotency
+from ledger import idempotency, outbox
 from ledger.accounts import ensure_account
 from ledger.book import Actor, Book, LotRow
 from ledger.errors import AccountNotFound, IdempotencyConflict, InsufficientFunds, LedgerError
@@ -202,6 +202,8 @@ def commit(req: Request, book: Book, entry: dict[str, Any], lot: LotRow | None =
     by = req.by
     audit = _audit(by, req.operation, entry, None, currency=currency)
     write_book(req.session, book, by.now, audits=[audit], keys=_key_rows(req, receipt.to_json()))
+    if by.mirror is not None:
+        outbox.add(req.session, by, book, entry, lot)
     return receipt
 
 

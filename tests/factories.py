@@ -40,6 +40,8 @@ class ShopFactory(_Base):
     timezone = "UTC"
     installed_at = factory.LazyFunction(lambda: datetime.now(UTC))
     created_at = factory.LazyFunction(lambda: datetime.now(UTC))
+    # Off unless a test is about mirroring: no outbox rows, no sync jobs, no Shopify calls.
+    native_sync = False
 
 
 class CustomerFactory(_Base):

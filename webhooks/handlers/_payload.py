@@ -7,16 +7,19 @@ from typing import Any
 
 from webhooks.topics import Delivery, Ignored
 
+# Shopify ids are positive 64-bit integers (BIGINT in our tables).
+MAX_ID = 2**63 - 1
+
 
 def numeric_id(value: Any, what: str) -> int:
     """A Shopify id given as a number, a digit string or a GID (``gid://shopify/X/123``)."""
     if isinstance(value, bool):
         raise Ignored(f"{what} is not an id")
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and 0 < value <= MAX_ID:
         return value
     if isinstance(value, str):
         tail = value.rsplit("/", 1)[-1]
-        if tail.isdigit() and int(tail) > 0:
+        if tail.isascii() and tail.isdigit() and 0 < int(tail) <= MAX_ID:
             return int(tail)
     raise Ignored(f"the payload has no usable {what}")
 
