@@ -30,8 +30,8 @@ run: $(STAMP) ## serve the app on http://127.0.0.1:8000 (SQLite under instance/,
 test: $(STAMP) lint ## lint, then the whole suite on throwaway PostgreSQL + Redis (installed through apt-get if missing)
 	scripts/with-services.sh scripts/run-tests.sh $(PYTEST_ARGS)
 
-worker: $(STAMP) ## an RQ worker against REDIS_URL
-	$(FLASK) worker
+worker: $(STAMP) ## an RQ worker (with the periodic schedule) against REDIS_URL
+	$(FLASK) worker --schedule
 
 bench: $(STAMP) ## every benchmark under bench/ (B=name runs one), on throwaway PostgreSQL + Redis
 	scripts/with-services.sh scripts/run-bench.sh $(B)

@@ -9,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import click
 import jwt
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from blueprints.settings import current_settings
 from extensions import current_session
 from jobs.credits import expire_credits
-from jobs.queues import RedisNotConfigured, run_worker
+from jobs.queues import RedisNotConfigured, redis_connection, run_worker
+from jobs.schedule import Scheduler, beside_worker, stop_on_signals
 from jobs.webhooks import REDIS_DOWN, prune_webhook_payloads, sweep_webhooks
 from ledger import operations
 from ledger.accounts import find_account
@@ -48,17 +49,59 @@ def register_commands(app: Flask) -> None:
     for group in (shops_cli, credits_cli, demo_cli, webhooks_cli):
         app.cli.add_command(group)
     app.cli.add_command(worker_command)
+    app.cli.add_command(scheduler_command)
 
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
+@click.option(
+    "--schedule",
+    is_flag=True,
+    help="Also run the periodic schedule, in a child process (one scheduler acts at a time).",
+)
 @with_appcontext
-def worker_command(burst: bool) -> None:
+def worker_command(burst: bool, schedule: bool) -> None:
     """An RQ worker on the webhooks, sync, default and bulk queues, in that order."""
+    if burst and schedule:
+        raise click.UsageError("--schedule runs until stopped; it does not go with --burst")
+    settings = current_settings()
     try:
-        run_worker(current_settings(), burst=burst)
+        if not schedule:
+            run_worker(settings, burst=burst)
+            return
+        with beside_worker(current_app, settings):
+            run_worker(settings, burst=False)
     except RedisNotConfigured as error:
         raise click.ClickException(str(error)) from None
+
+
+@click.command("scheduler")
+@click.option("--once", is_flag=True, help="Enqueue what is due now, then exit.")
+@with_appcontext
+def scheduler_command(once: bool) -> None:
+    """The periodic schedule (jobs/schedule.py): each job enqueued once per period.
+
+    However many schedulers are started, one acts at a time (a Redis lock); a run missed
+    while none was running is caught up once.
+    """
+    try:
+        connection = redis_connection(current_settings())
+    except RedisNotConfigured as error:
+        raise click.ClickException(str(error)) from None
+    scheduler = Scheduler(connection)
+    try:
+        if not once:
+            with stop_on_signals() as stop:
+                scheduler.run(stop)
+            return
+        enqueued = scheduler.tick()
+        scheduler.resign()
+    finally:
+        connection.close()
+    if enqueued is None:
+        click.echo("another scheduler is acting: nothing enqueued")
+    else:
+        click.echo(f"enqueued {len(enqueued)} periodic jobs")
 
 
 def _utc(value: str | None) -> datetime:

@@ -248,9 +248,18 @@ def redact_customer(
 
 
 def erase_shop(
-    session: Session, shop: Shop, keep_delivery: int | None, now: datetime
+    session: Session,
+    shop: Shop,
+    keep_delivery: int | None,
+    now: datetime,
+    *,
+    actor: str = "webhook:shop/redact",
 ) -> dict[str, int]:
-    """Delete every row the shop owns (but the delivery asking for it); keep a tombstone."""
+    """Delete every row the shop owns (but the delivery asking for it); keep a tombstone.
+
+    ``actor`` is who the audit row names: the shop/redact delivery, or the job that erases a
+    shop whose redaction fell due without one.
+    """
     shop.erased_at = now  # first: the append-only trigger reads it in this transaction
     session.flush()
     counts: dict[str, int] = {}
@@ -281,7 +290,7 @@ def erase_shop(
     shop.scopes = None
     shop.access_token_encrypted = shop.refresh_token_encrypted = None
     shop.access_token_expires_at = shop.refresh_token_expires_at = None
-    _audit(session, shop.id, "webhook:shop/redact", "shop.erase", "shop", str(shop.id), now, counts)
+    _audit(session, shop.id, actor, "shop.erase", "shop", str(shop.id), now, counts)
     session.commit()
     return counts
 
