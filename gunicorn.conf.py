@@ -68,4 +68,9 @@ def post_worker_init(worker: object) -> None:
     """
     import gc
 
+    from sqlalchemy.orm import configure_mappers
+
+    # SQLAlchemy builds its mappers on first use: do it now, so that the first request does
+    # not pay for it and its objects are frozen with the rest.
+    configure_mappers()
     gc.freeze()

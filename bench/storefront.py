@@ -18,7 +18,7 @@ REDIS_URL set). In one run it:
    rate-limit counts that reached Redis.
 
 It exits non-zero if a look-up answered wrong or any request failed; missed goals are printed,
-not fatal. Knobs: BENCH_SECONDS (12), BENCH_ROUNDS (6), BENCH_CONNECTIONS (32),
+not fatal. Knobs: BENCH_SECONDS (12), BENCH_ROUNDS (12), BENCH_CONNECTIONS (32),
 BENCH_WRK_THREADS (1), BENCH_CUSTOMERS (200), and gunicorn's own (WEB_CONCURRENCY,
 GUNICORN_THREADS).
 """
@@ -59,7 +59,7 @@ from storefront.cache import SHOP_TTL  # noqa: E402
 from storefront.signature import sign_pairs  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "1"))
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "200"))
@@ -303,7 +303,7 @@ def wrk(
         binary,
         f"-t{WRK_THREADS}",
         f"-c{CONNECTIONS}",
-        f"-d{max(1, round(seconds))}s",
+        f"-d{max(1, round(seconds))}s",  # wrk takes whole seconds
         "--timeout",
         "5s",
         "-s",

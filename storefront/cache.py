@@ -293,14 +293,18 @@ class BalanceCache:
         if not customers and not shops:
             return
         self.local.evict(customers, shops)  # this process at once, before the message returns
-        try:
-            self._publish(customers, shops)
-        except redis.RedisError as error:
-            self._trip("invalidate", error)
-            with self._pending_lock:
-                self._pending_seq += 1
-                self._pending_customers.update(dict.fromkeys(customers, self._pending_seq))
-                self._pending_shops.update(dict.fromkeys(shops, self._pending_seq))
+        # While Redis is known to fail, a write does not wait on it again: it queues.
+        if time.monotonic() >= self._skip_until:
+            try:
+                self._publish(customers, shops)
+                return
+            except redis.RedisError as error:
+                self._trip("invalidate", error)
+        with self._pending_lock:
+            self._pending_seq += 1
+            self._pending_customers.update(dict.fromkeys(customers, self._pending_seq))
+            self._pending_shops.update(dict.fromkeys(shops, self._pending_seq))
+        self._ensure_listener()  # it sends what is queued as soon as Redis answers
 
     def _publish(self, customers: set[CustomerKey], shops: set[str]) -> None:
         pipe = self._client.pipeline(transaction=False)

@@ -3,9 +3,10 @@ string (App Proxy URLs carry signatures and customer ids) — checked on a real 
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import runpy
-import socket
 import subprocess
 import sys
 import time
@@ -53,16 +54,13 @@ def test_access_log_names_no_query_string(monkeypatch):
 
 
 def test_a_real_gunicorn_logs_paths_without_queries(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    access = tmp_path / "access.log"
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
     env = os.environ | {
         "CREDITCRAFT_ENV": "development",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_BIND": "127.0.0.1:0",  # the kernel picks; the error log says which
         "WEB_CONCURRENCY": "1",
         "GUNICORN_ACCESS_LOG": str(access),
-        "GUNICORN_ERROR_LOG": str(tmp_path / "error.log"),
+        "GUNICORN_ERROR_LOG": str(errors),
     }
     env.pop("REDIS_URL", None)
     server = subprocess.Popen(
@@ -73,17 +71,10 @@ def test_a_real_gunicorn_logs_paths_without_queries(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        url = f"http://127.0.0.1:{port}/healthz?signature=deadbeef&logged_in_customer_id=42"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    assert answer.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        answered = _get_when_up(
+            server, errors, "/healthz?signature=deadbeef&logged_in_customer_id=42"
+        )
+        assert answered == 200
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -91,3 +82,23 @@ def test_a_real_gunicorn_logs_paths_without_queries(tmp_path):
     assert '"GET /healthz HTTP/1.1" 200' in logged
     assert "deadbeef" not in logged
     assert "logged_in_customer_id" not in logged
+
+
+def _get_when_up(server: subprocess.Popen, errors: Path, path: str) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, errors.read_text() if errors.exists() else "no error log"
+        found = re.search(r"Listening at: http://([0-9.]+:[0-9]+)", _read(errors))
+        booted = "Booting worker" in _read(errors)
+        if found and booted:
+            try:
+                with urllib.request.urlopen(f"http://{found[1]}{path}", timeout=5) as answer:
+                    return int(answer.status)
+            except (OSError, http.client.HTTPException):
+                pass  # the worker is still loading the app
+        time.sleep(0.1)
+    raise AssertionError(f"gunicorn did not answer: {_read(errors)}")
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
