@@ -5,7 +5,9 @@ The wording of each command is part of CONTRACT.md; scripts rely on it.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
 
 import click
 import jwt
@@ -15,11 +17,12 @@ from sqlalchemy import select
 
 from blueprints.settings import current_settings
 from extensions import current_session
+from jobs.bulk import bulk_issue
 from jobs.credits import expire_credits
 from jobs.queues import RedisNotConfigured, redis_connection, run_worker
 from jobs.schedule import Scheduler, beside_worker, stop_on_signals
 from jobs.webhooks import REDIS_DOWN, prune_webhook_payloads, sweep_webhooks
-from ledger import operations
+from ledger import bulk, operations
 from ledger.accounts import find_account
 from ledger.book import Actor
 from ledger.kinds import LotSource
@@ -164,6 +167,74 @@ def credits_expire(domain: str | None, now_iso: str | None) -> None:
         f"expired {report.lots} lots in {report.accounts} accounts"
         + (f" ({totals})" if totals else "")
     )
+
+
+CLI_ACTOR = "system:cli"
+
+
+@credits_cli.command("import")
+@click.argument("file", type=click.File("rb"))
+@click.option("--shop", "domain", required=True, help="The shop to credit.")
+@click.option("--dry-run", is_flag=True, help="Check the file, print the report, change nothing.")
+@click.option(
+    "--result", "result_file", type=click.File("wb"), help="Write the per-row result CSV here."
+)
+@click.pass_context
+def credits_import(
+    ctx: click.Context, file: BinaryIO, domain: str, dry_run: bool, result_file: BinaryIO | None
+) -> None:
+    """Issue credit from a CSV: customer_id or email, amount, currency, expires_at, reason.
+
+    The file is checked whole first; a file with any error issues nothing (exit 1). The same
+    file again is the same import: it resumes, and never issues a row twice.
+    """
+    shop, data, now = _shop_by_domain(domain), file.read(), _utc(None)
+    if dry_run:
+        checked = bulk.check_file(current_session(), shop, data, now=now)
+        current_session().rollback()
+        _echo_lines(bulk.report_lines(checked.report.to_json()))
+        ctx.exit(0 if checked.report.ok else 1)
+    try:
+        created = bulk.create_import(
+            current_session(), shop, data, filename=file.name, actor=CLI_ACTOR, now=now
+        )
+    except bulk.FileRejected as rejected:
+        _echo_lines(bulk.report_lines(rejected.report.to_json()))
+        ctx.exit(1)
+    found = created.bulk_import
+    again = "" if created.created else " (this file, uploaded before)"
+    click.echo(f"import {found.id}{again}: {found.state}")
+    _echo_lines(bulk.report_lines(found.report))
+    if found.state == "invalid":
+        ctx.exit(1)
+    started = bulk.start_import(current_session(), shop.id, found.id, actor=CLI_ACTOR, now=now)
+    outcome = _issue_with_progress_bar(started.id, started.valid_rows)
+    click.echo(
+        f"import {started.id} {outcome['state']}: {outcome['issued_rows']} issued, "
+        f"{outcome['failed_rows']} failed, {outcome['pending_rows']} pending"
+    )
+    if result_file is not None:
+        for chunk in bulk.result_csv(current_session(), started.id):
+            result_file.write(chunk.encode())
+        current_session().rollback()
+    ctx.exit(0 if outcome["state"] == "finished" and not outcome["failed_rows"] else 1)
+
+
+def _issue_with_progress_bar(import_id: int, rows: int) -> dict[str, Any]:
+    with click.progressbar(length=rows, label="issuing", show_pos=True) as bar:
+        lock = threading.Lock()  # the job's lanes report from their own threads
+
+        def advance(progress: bulk.Progress) -> None:
+            with lock:
+                bar.update(max(0, progress.done_rows - bar.pos))
+
+        advance(bulk.read_progress(current_session(), import_id))  # a resumed import
+        return bulk_issue(import_id, on_batch=advance)
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
 
 
 @webhooks_cli.command("sweep")

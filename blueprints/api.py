@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from blueprints import inputs
 from blueprints.errors import APIError
@@ -19,13 +19,14 @@ from blueprints.session_token import StaffSession, require_session_token
 from blueprints.settings import current_settings
 from extensions import current_session
 from jobs import sync
-from ledger import operations, privacy, queries
+from jobs.bulk import enqueue_bulk_issue
+from ledger import bulk, operations, privacy, queries
 from ledger.book import Actor, Mirror
 from ledger.kinds import LotSource
 from ledger.money import Money, normalize_currency
 from ledger.outbox import MIRRORED_KINDS
 from ledger.views import Receipt
-from models import Customer
+from models import BulkImport, Customer
 
 bp = Blueprint("api", __name__)
 
@@ -33,6 +34,9 @@ ISSUABLE_SOURCES = {
     s.value for s in (LotSource.MANUAL, LotSource.GOODWILL, LotSource.CASHBACK, LotSource.MIGRATION)
 }
 MAX_SHOPIFY_ID = 2**63 - 1
+# A CSV upload may come as text/csv (or as a browser labels a .csv file).
+CSV_TYPES = {"text/csv", "application/csv", "text/plain"}
+UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
 
 
 @bp.get("/customers")
@@ -157,6 +161,96 @@ def download_data_request(request_id: str) -> Response:
     return response
 
 
+# -- bulk imports: a CSV of credits, checked whole, then issued by the bulk job ---------------
+
+
+@bp.post("/bulk-imports")
+@require_session_token
+def create_bulk_import() -> tuple[Response, int]:
+    """Upload a CSV (multipart field ``file``, or a text/csv body): answers the dry-run report
+    with the import, stored ``validated`` or ``invalid`` (201); the same file again answers
+    the import it already is (200). A file that cannot be read at all is a 422, storing nothing.
+    """
+    data, filename = _uploaded_csv()
+    staff = _staff()
+    try:
+        created = bulk.create_import(
+            current_session(),
+            staff.shop,
+            data,
+            filename=filename,
+            actor=staff.actor,
+            now=datetime.now(UTC),
+        )
+    except bulk.FileRejected as rejected:
+        error = rejected.error
+        raise APIError(
+            422, error.code, error.message, **error.details, report=rejected.report.to_json()
+        ) from None
+    body = jsonify(bulk_import=bulk.import_json(created.bulk_import))
+    return body, 201 if created.created else 200
+
+
+@bp.get("/bulk-imports")
+@require_session_token
+def list_bulk_imports() -> Response:
+    """The shop's imports, newest first (without their reports)."""
+    found = bulk.list_imports(
+        current_session(), _staff().shop.id, limit=inputs.page_size(default=20, maximum=100)
+    )
+    return jsonify(bulk_imports=[bulk.import_json(each, with_report=False) for each in found])
+
+
+@bp.get("/bulk-imports/<import_id>")
+@require_session_token
+def show_bulk_import(import_id: str) -> Response:
+    """State and progress (rows issued, failed, pending; percent) with the report."""
+    return jsonify(bulk_import=bulk.import_json(_bulk_import(import_id)))
+
+
+@bp.post("/bulk-imports/<import_id>/start")
+@require_session_token
+def start_bulk_import(import_id: str) -> tuple[Response, int]:
+    """Confirm a validated import: the bulk job issues its rows (inline without Redis), 202
+    while it runs. Starting again resumes a failed import and changes nothing otherwise."""
+    staff = _staff()
+    found = _bulk_import(import_id)
+    try:
+        started = bulk.start_import(
+            current_session(), staff.shop.id, found.id, actor=staff.actor, now=datetime.now(UTC)
+        )
+    except bulk.NotStartable as refused:
+        raise APIError(409, "bulk_import_invalid", str(refused), state=refused.state) from None
+    job = "none"
+    if started.state != "finished":
+        job = enqueue_bulk_issue(current_settings(), found.id)
+    current_session().refresh(started)  # an inline run wrote through sessions of its own
+    body = jsonify(bulk_import=bulk.import_json(started), job=job)
+    return body, 200 if started.state == "finished" else 202
+
+
+@bp.get("/bulk-imports/<import_id>/result")
+@require_session_token
+def bulk_import_result(import_id: str) -> Response:
+    """Each row of the file and what became of it (entry id, or why it failed), as CSV."""
+    found = _bulk_import(import_id)
+    if found.state == "invalid":
+        raise APIError(
+            409,
+            "bulk_import_invalid",
+            "This file did not pass the check, so no row was issued: see the report's errors.",
+            state=found.state,
+        )
+    response = Response(
+        stream_with_context(bulk.result_csv(current_session(), found.id)), mimetype="text/csv"
+    )
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="bulk-import-{found.id}-result.csv"'
+    )
+    response.headers["Cache-Control"] = "no-store"  # emails: personal data
+    return response
+
+
 # -- helpers --------------------------------------------------------------------------------
 
 
@@ -205,6 +299,32 @@ def _customer(raw: str) -> Customer:
     if customer is None:
         raise APIError(404, "customer_not_found", "No such customer.")
     return customer
+
+
+def _uploaded_csv() -> tuple[bytes, str | None]:
+    """The uploaded file's bytes and name; refused before it is read when too large (413)."""
+    request.max_content_length = bulk.MAX_FILE_BYTES + UPLOAD_OVERHEAD
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise APIError(400, "missing_file", 'Send the CSV as the multipart field "file".')
+        return upload.read(), upload.filename or None
+    if request.mimetype in CSV_TYPES:
+        return request.get_data(cache=False), request.args.get("filename")
+    raise APIError(
+        415,
+        "unsupported_media_type",
+        'Send the CSV as multipart/form-data (field "file") or as a text/csv body.',
+    )
+
+
+def _bulk_import(raw: str) -> BulkImport:
+    if raw.isascii() and raw.isdigit() and int(raw) <= MAX_SHOPIFY_ID:
+        try:
+            return bulk.find_import(current_session(), _staff().shop.id, int(raw))
+        except bulk.ImportNotFound:
+            pass
+    raise APIError(404, "bulk_import_not_found", "No such bulk import.")
 
 
 def _created(receipt: Receipt) -> tuple[Response, int]:

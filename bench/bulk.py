@@ -1,0 +1,391 @@
+"""A 100,000-row CSV to all-issued, through the bulk job in a real worker (issue 4, item 7).
+
+Run it with ``make bench B=bulk`` (throwaway PostgreSQL with fsync off, and Redis; DATABASE_URL
+and REDIS_URL set). In one run it:
+
+1. migrates, makes a shop whose customers partly hold credit already (BENCH_KNOWN_SHARE of the
+   file's customers have a USD account), and ANALYZEs, as a live database has statistics;
+2. writes a CSV of BENCH_ROWS rows (one per customer; USD, some EUR; half with an expiry),
+   and times the upload: ``create_import`` (parse and check it whole, store its rows);
+3. starts the import and times it to all-issued: the job enqueued on the ``bulk`` queue and run
+   by ``flask worker --burst`` (its lanes in the forked work-horse), progress polled meanwhile;
+4. checks the books: one entry per row under its row key, every row linked to its entry, the
+   lots summing to the report's totals, and ``verify_account`` on a sample of accounts;
+5. for comparison, issues BENCH_COMPARE_ROWS more rows in this process with one lane and with
+   the job's default lanes (a row is four round trips: one lane mostly waits).
+
+It prints rows/s and times against the goal (<= 60 s for 100,000 rows), CPU per row of the
+worker and of PostgreSQL (read from /proc: neighbours loading the machine move it far less
+than wall time), and the load average. It exits non-zero if the books do not add up; a missed
+goal is printed, not fatal. Knobs: BENCH_ROWS (100000), BENCH_KNOWN_SHARE (0.2),
+BENCH_COMPARE_ROWS (10000, 0 skips), BENCH_SAMPLE (200 accounts verified).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+# Run as a script, sys.path[0] is bench/: keep it from shadowing the project's packages.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+from flask import Flask  # noqa: E402
+from sqlalchemy import Engine, func, select, text  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from blueprints.settings import current_settings  # noqa: E402
+from config import DEVELOPMENT_FERNET_KEY, Settings  # noqa: E402
+from extensions import db  # noqa: E402
+from jobs.bulk import LANES, bulk_issue, enqueue_bulk_issue  # noqa: E402
+from ledger import bulk  # noqa: E402
+from ledger.money import Money  # noqa: E402
+from ledger.verify import verify_account  # noqa: E402
+from models import (  # noqa: E402
+    GENESIS_HASH,
+    BulkImport,
+    BulkImportRow,
+    CreditAccount,
+    CreditLot,
+    LedgerEntry,
+    Shop,
+)
+
+ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
+KNOWN_SHARE = float(os.environ.get("BENCH_KNOWN_SHARE", "0.2"))
+COMPARE_ROWS = int(os.environ.get("BENCH_COMPARE_ROWS", "10000"))
+SAMPLE = int(os.environ.get("BENCH_SAMPLE", "200"))
+GOAL_SECONDS = 60.0 * ROWS / 100_000
+FIRST_CUSTOMER = 6_100_000_000
+ACTOR = "system:bench"
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+
+def make_app(url: str, redis_url: str | None) -> Flask:
+    from app import create_app
+
+    settings = Settings(
+        env="test",
+        secret_key="bench-secret-key",
+        shopify_api_key="bench-api-key",
+        shopify_api_secret="bench-api-secret-0123456789abcdef0123456789",
+        token_encryption_keys=(DEVELOPMENT_FERNET_KEY,),
+        database_url=url,
+        redis_url=redis_url,
+    )
+    return create_app(settings)
+
+
+def migrate(app: Flask) -> None:
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+
+
+def new_shop(engine: Engine) -> Shop:
+    now = datetime.now(UTC)
+    with Session(engine, expire_on_commit=False) as session:
+        shop = Shop(
+            domain=f"bulk-bench-{time.time_ns()}.myshopify.com",
+            currency="USD",
+            timezone="America/New_York",
+            installed_at=now,
+            created_at=now,
+            native_sync=False,  # mirroring is the sync job's, paced by Shopify: not timed here
+        )
+        session.add(shop)
+        session.commit()
+        return shop
+
+
+def seed_known_customers(engine: Engine, shop_id: int, count: int) -> None:
+    """Customers who already hold a (USD) account: set-based, it is not what is timed."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO customers (shop_id, shopify_customer_id, created_at, updated_at) "
+                "SELECT :shop, :first + g, now(), now() FROM generate_series(0, :n - 1) AS g"
+            ),
+            {"shop": shop_id, "first": FIRST_CUSTOMER, "n": count},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO credit_accounts (shop_id, customer_id, currency, balance, "
+                "lifetime_credited, lifetime_debited, last_sequence, last_hash, created_at, "
+                "updated_at) SELECT shop_id, id, 'USD', 0, 0, 0, 0, :genesis, now(), now() "
+                "FROM customers WHERE shop_id = :shop"
+            ),
+            {"shop": shop_id, "genesis": GENESIS_HASH},
+        )
+    analyze(engine)
+
+
+def analyze(engine: Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
+
+
+def csv_file(rows: int, first: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    expiry = (datetime.now(UTC) + timedelta(days=365)).date().isoformat()
+    lines = ["customer_id,amount,currency,expires_at,reason"]
+    for n in range(rows):
+        currency = "EUR" if n % 20 == 19 else "USD"
+        amount = f"{rng.randint(1, 200)}.{rng.randint(0, 99):02d}"
+        lines.append(
+            f"{first + n},{amount},{currency},{expiry if n % 2 else ''},spring promo {seed}"
+        )
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def postgres_cpu(data_dir: Path | None) -> float:
+    """CPU seconds of the PostgreSQL cluster: the postmaster, its reaped children, live ones."""
+    if data_dir is None:
+        return float("nan")
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(pid_dir.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+        elif ppid == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_worker(url: str, redis_url: str, engine: Engine, import_id: int) -> float:
+    """``flask worker --burst`` until the queue is empty; prints progress; wall seconds."""
+    env = os.environ | {"CREDITCRAFT_ENV": "test", "DATABASE_URL": url, "REDIS_URL": redis_url}
+    start = time.perf_counter()
+    worker = subprocess.Popen(  # noqa: S603 - our own interpreter and app
+        [sys.executable, "-m", "flask", "--app", "app:create_app", "worker", "--burst"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last_print = start
+    while worker.poll() is None:
+        time.sleep(0.5)
+        if time.perf_counter() - last_print >= 10:
+            last_print = time.perf_counter()
+            done = progress(engine, import_id)
+            elapsed = last_print - start
+            print(
+                f"  {elapsed:5.1f} s: {done} rows done ({done / elapsed:,.0f} rows/s)", flush=True
+            )
+    seconds = time.perf_counter() - start
+    _, stderr = worker.communicate()
+    if worker.returncode != 0:
+        raise SystemExit(f"worker failed ({worker.returncode}):\n{stderr[-3000:]}")
+    return seconds
+
+
+def progress(engine: Engine, import_id: int) -> int:
+    with Session(engine) as session:
+        found = session.get(BulkImport, import_id)
+        assert found is not None
+        return found.issued_rows + found.failed_rows
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+def check_books(engine: Engine, shop_id: int, import_id: int, rows: int) -> list[str]:
+    problems: list[str] = []
+    with Session(engine) as session:
+        found = session.get(BulkImport, import_id)
+        assert found is not None
+        if (found.state, found.issued_rows, found.failed_rows) != ("finished", rows, 0):
+            problems.append(
+                f"import {found.state}: {found.issued_rows} issued, {found.failed_rows} failed"
+            )
+        keys = session.scalar(
+            select(func.count(func.distinct(LedgerEntry.idempotency_key))).where(
+                LedgerEntry.shop_id == shop_id,
+                LedgerEntry.idempotency_key.like(f"bulk:{found.file_hash}:%"),
+            )
+        )
+        entries = session.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.shop_id == shop_id)
+        )
+        if keys != rows or entries != rows:
+            problems.append(f"{entries} entries under {keys} distinct row keys for {rows} rows")
+        unlinked = session.scalar(
+            select(func.count())
+            .select_from(BulkImportRow)
+            .where(BulkImportRow.import_id == import_id, BulkImportRow.entry_id.is_(None))
+        )
+        if unlinked:
+            problems.append(f"{unlinked} rows without their entry")
+        lots = dict(
+            session.execute(
+                select(CreditLot.source, func.sum(CreditLot.amount))
+                .where(CreditLot.shop_id == shop_id)
+                .group_by(CreditLot.source)
+            ).all()
+        )
+        reported = sum(
+            Money.parse(total["amount"], total["currency"]).minor
+            for total in found.report["totals"]
+        )
+        if lots != {"bulk": reported}:
+            problems.append(f"lots by source {lots}; the report's totals sum to {reported}")
+        sample = session.scalars(
+            select(CreditAccount.id)
+            .where(CreditAccount.shop_id == shop_id)
+            .order_by(func.random())
+            .limit(SAMPLE)
+        ).all()
+        for account_id in sample:
+            violations = verify_account(session, account_id)
+            if violations:
+                problems.append(f"account {account_id}: {violations[:2]}")
+    return problems
+
+
+# -- the comparison: lanes ---------------------------------------------------------------------
+
+
+def lanes_compare(app: Flask, engine: Engine, shop: Shop) -> list[str]:
+    lines = []
+    for index, lanes in enumerate((1, LANES)):
+        first = FIRST_CUSTOMER + 10_000_000 * (index + 1)
+        data = csv_file(COMPARE_ROWS, first, seed=100 + index)
+        with Session(engine, expire_on_commit=False) as session:
+            created = bulk.create_import(
+                session, shop, data, filename=None, actor=ACTOR, now=datetime.now(UTC)
+            )
+            bulk.start_import(
+                session, shop.id, created.bulk_import.id, actor=ACTOR, now=datetime.now(UTC)
+            )
+        with app.app_context():
+            start = time.perf_counter()
+            bulk_issue(created.bulk_import.id, lanes=lanes)
+            seconds = time.perf_counter() - start
+            db.session.remove()
+        lines.append(
+            f"  {lanes} lane{'s' if lanes > 1 else ''}: {COMPARE_ROWS} rows in {seconds:.1f} s "
+            f"= {COMPARE_ROWS / seconds:,.0f} rows/s"
+        )
+    return lines
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    redis_url = os.environ.get("REDIS_URL")
+    if not url.startswith("postgresql") or not redis_url:
+        print("bench/bulk.py needs DATABASE_URL (PostgreSQL) and REDIS_URL: `make bench B=bulk`")
+        return 2
+    socket_dir = os.environ.get("PGHOST_SOCKET_DIR")
+    data_dir = Path(socket_dir) / "pgdata" if socket_dir else None
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+
+    app = make_app(url, redis_url)
+    migrate(app)
+    with app.app_context():
+        engine = db.engine
+        shop = new_shop(engine)
+        known = int(ROWS * KNOWN_SHARE)
+        seed_known_customers(engine, shop.id, known)
+        print(f"shop {shop.domain}: {known} of the file's {ROWS} customers hold credit already")
+
+        data = csv_file(ROWS, FIRST_CUSTOMER, seed=1)
+        started_at = time.perf_counter()
+        with Session(engine, expire_on_commit=False) as session:
+            created = bulk.create_import(
+                session, shop, data, filename="bench.csv", actor=ACTOR, now=datetime.now(UTC)
+            )
+        upload = time.perf_counter() - started_at
+        found = created.bulk_import
+        report = found.report
+        totals = ", ".join(f"{t['amount']} {t['currency']}" for t in report["totals"])
+        print(
+            f"upload: {len(data) / 1e6:.1f} MB, {report['rows']} rows checked and stored in "
+            f"{upload:.1f} s ({found.state}; {totals})",
+            flush=True,
+        )
+        if found.state != "validated":
+            print(f"FAILED: the import is {found.state}: {report['errors'][:3]}")
+            return 1
+
+        issue_start = time.perf_counter()
+        with Session(engine, expire_on_commit=False) as session:
+            bulk.start_import(session, shop.id, found.id, actor=ACTOR, now=datetime.now(UTC))
+        pg_before, cpu_before = postgres_cpu(data_dir), children_cpu()
+        how = enqueue_bulk_issue(current_settings(), found.id)
+        worker_seconds = run_worker(url, redis_url, engine, found.id)
+        issue = time.perf_counter() - issue_start
+        pg_cpu = postgres_cpu(data_dir) - pg_before
+        worker_cpu = children_cpu() - cpu_before
+
+        problems = check_books(engine, shop.id, found.id, ROWS)
+        compare = lanes_compare(app, engine, shop) if COMPARE_ROWS else []
+        engine.dispose()
+
+    total = upload + issue
+    load = os.getloadavg()
+    print()
+    print(f"bulk issue: {ROWS} rows, job {how}, {LANES} lanes in one worker")
+    print(f"  upload (parse, check, store rows): {upload:6.1f} s")
+    print(f"  start to all-issued (the job):     {issue:6.1f} s  ({ROWS / issue:,.0f} rows/s)")
+    print(f"    of which the worker process ran: {worker_seconds:6.1f} s")
+    print(f"  total, file to all-issued:         {total:6.1f} s  ({ROWS / total:,.0f} rows/s)")
+    verdict = "met" if total <= GOAL_SECONDS else f"missed by {total / GOAL_SECONDS:.2f}x"
+    print(f"  goal <= {GOAL_SECONDS:.0f} s: {verdict}")
+    print(
+        f"  CPU per row: worker {worker_cpu / ROWS * 1000:.2f} ms, "
+        f"PostgreSQL {pg_cpu / ROWS * 1000:.2f} ms ({os.cpu_count()} CPUs)"
+    )
+    if compare:
+        print("lanes, in this process:")
+        print("\n".join(compare))
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if problems:
+        print("FAILED: the books do not add up:")
+        print("\n".join(f"  {p}" for p in problems))
+        return 1
+    print(
+        f"books: {ROWS} entries under {ROWS} row keys, every row linked, totals tie out, "
+        f"{SAMPLE} accounts verified"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
