@@ -206,10 +206,12 @@ def _access_token(shop: Shop, box: TokenBox) -> str:
 
 
 def _locked_shop(session: Session, shop_domain: str) -> Shop | None:
+    """The shop's row, locked against a concurrent refresh (FOR NO KEY UPDATE: the ledger's
+    inserts check their foreign key to this row, and must not wait for a token refresh)."""
     stmt = (
         select(Shop)
         .where(Shop.domain == shop_domain)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     return session.execute(stmt).scalar_one_or_none()
