@@ -7,8 +7,9 @@ and REDIS_URL set). In one run it:
    file's customers have a USD account), and ANALYZEs, as a live database has statistics;
 2. writes a CSV of BENCH_ROWS rows (one per customer; USD, some EUR; half with an expiry),
    and times the upload: ``create_import`` (parse and check it whole, store its rows);
-3. starts the import and times it to all-issued: the job enqueued on the ``bulk`` queue and run
-   by ``flask worker --burst`` (its lanes in the forked work-horse), progress polled meanwhile;
+3. starts ``flask worker`` (running before the job arrives, as in production), then times the
+   import from start to all-issued: the job enqueued on the ``bulk`` queue, run in the
+   worker's forked work-horse (its lanes as threads), progress polled meanwhile;
 4. checks the books: one entry per row under its row key, every row linked to its entry, the
    lots summing to the report's totals, and ``verify_account`` on a sample of accounts;
 5. for comparison, issues BENCH_COMPARE_ROWS more rows in this process with one lane and with
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import os
 import random
-import resource
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
+import rq  # noqa: E402
 from flask import Flask  # noqa: E402
 from sqlalchemy import Engine, func, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
@@ -176,45 +179,67 @@ def postgres_cpu(data_dir: Path | None) -> float:
     return total
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def process_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of its children it has reaped (work-horses)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def run_worker(url: str, redis_url: str, engine: Engine, import_id: int) -> float:
-    """``flask worker --burst`` until the queue is empty; prints progress; wall seconds."""
-    env = os.environ | {"CREDITCRAFT_ENV": "test", "DATABASE_URL": url, "REDIS_URL": redis_url}
-    start = time.perf_counter()
-    worker = subprocess.Popen(  # noqa: S603 - our own interpreter and app
-        [sys.executable, "-m", "flask", "--app", "app:create_app", "worker", "--burst"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    last_print = start
-    while worker.poll() is None:
-        time.sleep(0.5)
-        if time.perf_counter() - last_print >= 10:
-            last_print = time.perf_counter()
-            done = progress(engine, import_id)
-            elapsed = last_print - start
+class Worker:
+    """``flask worker`` running before the job is enqueued, as in production; stopped after."""
+
+    def __init__(self, url: str, redis_url: str) -> None:
+        env = os.environ | {"CREDITCRAFT_ENV": "test", "DATABASE_URL": url, "REDIS_URL": redis_url}
+        self.redis = redis.Redis.from_url(redis_url)
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and app
+            [sys.executable, "-m", "flask", "--app", "app:create_app", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.perf_counter() + 120
+        while rq.Worker.count(connection=self.redis) == 0:
+            if self.process.poll() is not None or time.perf_counter() > deadline:
+                raise SystemExit(f"the worker did not start:\n{self.stop()}")
+            time.sleep(0.2)
+
+    def cpu(self) -> float:
+        return process_cpu(self.process.pid)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # RQ's warm shutdown
+        _, stderr = self.process.communicate(timeout=60)
+        self.redis.close()
+        return stderr[-3000:]
+
+
+def wait_until_finished(engine: Engine, import_id: int, worker: Worker) -> float:
+    """Poll the import until it is finished; print progress every 10 s; wall seconds."""
+    start = last_print = time.perf_counter()
+    while True:
+        time.sleep(0.2)
+        state, done = progress(engine, import_id)
+        now = time.perf_counter()
+        if state in ("finished", "failed"):
+            return now - start
+        if worker.process.poll() is not None:
+            raise SystemExit(f"the worker died:\n{worker.stop()}")
+        if now - last_print >= 10:
+            last_print = now
+            elapsed = now - start
             print(
                 f"  {elapsed:5.1f} s: {done} rows done ({done / elapsed:,.0f} rows/s)", flush=True
             )
-    seconds = time.perf_counter() - start
-    _, stderr = worker.communicate()
-    if worker.returncode != 0:
-        raise SystemExit(f"worker failed ({worker.returncode}):\n{stderr[-3000:]}")
-    return seconds
 
 
-def progress(engine: Engine, import_id: int) -> int:
+def progress(engine: Engine, import_id: int) -> tuple[str, int]:
     with Session(engine) as session:
         found = session.get(BulkImport, import_id)
         assert found is not None
-        return found.issued_rows + found.failed_rows
+        return found.state, found.issued_rows + found.failed_rows
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -344,15 +369,18 @@ def main() -> int:
             print(f"FAILED: the import is {found.state}: {report['errors'][:3]}")
             return 1
 
-        issue_start = time.perf_counter()
-        with Session(engine, expire_on_commit=False) as session:
-            bulk.start_import(session, shop.id, found.id, actor=ACTOR, now=datetime.now(UTC))
-        pg_before, cpu_before = postgres_cpu(data_dir), children_cpu()
-        how = enqueue_bulk_issue(current_settings(), found.id)
-        worker_seconds = run_worker(url, redis_url, engine, found.id)
-        issue = time.perf_counter() - issue_start
-        pg_cpu = postgres_cpu(data_dir) - pg_before
-        worker_cpu = children_cpu() - cpu_before
+        worker = Worker(url, redis_url)
+        try:
+            pg_before, cpu_before = postgres_cpu(data_dir), worker.cpu()
+            issue_start = time.perf_counter()
+            with Session(engine, expire_on_commit=False) as session:
+                bulk.start_import(session, shop.id, found.id, actor=ACTOR, now=datetime.now(UTC))
+            how = enqueue_bulk_issue(current_settings(), found.id)
+            wait_until_finished(engine, found.id, worker)
+            issue = time.perf_counter() - issue_start
+            pg_cpu, worker_cpu = postgres_cpu(data_dir) - pg_before, worker.cpu() - cpu_before
+        finally:
+            worker.stop()
 
         problems = check_books(engine, shop.id, found.id, ROWS)
         compare = lanes_compare(app, engine, shop) if COMPARE_ROWS else []
@@ -361,10 +389,9 @@ def main() -> int:
     total = upload + issue
     load = os.getloadavg()
     print()
-    print(f"bulk issue: {ROWS} rows, job {how}, {LANES} lanes in one worker")
+    print(f"bulk issue: {ROWS} rows, job {how}, {LANES} lanes in one running worker")
     print(f"  upload (parse, check, store rows): {upload:6.1f} s")
     print(f"  start to all-issued (the job):     {issue:6.1f} s  ({ROWS / issue:,.0f} rows/s)")
-    print(f"    of which the worker process ran: {worker_seconds:6.1f} s")
     print(f"  total, file to all-issued:         {total:6.1f} s  ({ROWS / total:,.0f} rows/s)")
     verdict = "met" if total <= GOAL_SECONDS else f"missed by {total / GOAL_SECONDS:.2f}x"
     print(f"  goal <= {GOAL_SECONDS:.0f} s: {verdict}")
