@@ -474,10 +474,12 @@ def _open_accounts(session: Session, shop_id: int, batch: Sequence[Any], now: da
 
 
 # Fixed statements, fed arrays: compiled once, prepared by the driver, whatever the batch.
+# Rows go in key order, so two lanes opening the same customer never wait on each other in a
+# circle (a deadlock).
 _OPEN_CUSTOMERS = text(
     """
 INSERT INTO customers (shop_id, shopify_customer_id, created_at, updated_at)
-SELECT :shop_id, c, :now, :now FROM unnest(CAST(:customers AS bigint[])) AS c
+SELECT :shop_id, c, :now, :now FROM unnest(CAST(:customers AS bigint[])) AS c ORDER BY c
 ON CONFLICT (shop_id, shopify_customer_id) DO NOTHING
 """
 )
@@ -488,6 +490,7 @@ INSERT INTO credit_accounts (shop_id, customer_id, currency, balance, lifetime_c
 SELECT c.shop_id, c.id, v.currency, 0, 0, 0, 0, :genesis, :now, :now
 FROM json_to_recordset(CAST(:accounts AS json)) AS v (customer bigint, currency text)
 JOIN customers AS c ON c.shop_id = :shop_id AND c.shopify_customer_id = v.customer
+ORDER BY c.id, v.currency
 ON CONFLICT (customer_id, currency) DO NOTHING
 """
 )

@@ -734,12 +734,15 @@ def test_the_cli_refuses_a_file_with_errors_and_issues_nothing(app_context, shop
 # -- the queue, concurrency, a real worker (commit for real) ---------------------------------
 
 
-def committed_import(engine: Engine, rows: int, *, native_sync: bool = False) -> tuple[int, int]:
+def committed_import(
+    engine: Engine, rows: int, *, native_sync: bool = False, data: bytes | None = None
+) -> tuple[int, int]:
     """A fresh shop with a started import of ``rows`` rows, committed; (shop id, import id)."""
     with Session(engine, expire_on_commit=False) as setup:
         factories.bind(setup)
         shop = ShopFactory(native_sync=native_sync)
-        created = bulk.create_import(setup, shop, many(rows), filename=None, actor=ACTOR, now=NOW)
+        data = data or many(rows)
+        created = bulk.create_import(setup, shop, data, filename=None, actor=ACTOR, now=NOW)
         bulk.start_import(setup, shop.id, created.bulk_import.id, actor=ACTOR, now=NOW)
         return shop.id, created.bulk_import.id
 
@@ -802,6 +805,31 @@ def test_jobs_running_at_once_and_lanes_in_one_job_issue_each_row_once(
     assert len(batches) == rows // 4  # every batch recorded once, by whichever run took it
     assert sorted(batches) == list(range(4, rows + 1, 4))
     issued_once(engine, shop_id, import_id, rows)
+
+
+@pytest.mark.concurrency
+def test_lanes_crediting_the_same_customers_at_once_keep_every_chain_whole(
+    app: Flask, engine: Engine, on_postgresql: bool
+):
+    """Batches side by side name the same three customers in opposite orders: lanes open the
+    same customers and lock the same accounts at once. No deadlock (both go in key order),
+    each row once, each account's chain linear."""
+    if not on_postgresql:
+        pytest.skip("PostgreSQL only")
+    lines = []
+    for group in range(8):
+        trio = [9_500_000_000 + 3 * group + n for n in range(3)]
+        lines += [f"{c},1,USD,,first" for c in trio] + [f"{c},2,USD,,second" for c in trio[::-1]]
+    shop_id, import_id = committed_import(engine, 48, data=csv_bytes(*lines))
+    with app.app_context():
+        outcome = bulk_issue(import_id, lanes=4, batch_size=3)
+        db.session.remove()
+
+    assert outcome["issued_rows"] == 48
+    issued_once(engine, shop_id, import_id, 48)
+    with Session(engine) as check:
+        accounts = check.scalars(select(CreditAccount).where(CreditAccount.shop_id == shop_id))
+        assert sorted((a.balance, a.last_sequence) for a in accounts) == [(300, 2)] * 24
 
 
 @pytest.fixture
