@@ -20,14 +20,16 @@ from extensions import current_session
 from jobs.bulk import bulk_issue
 from jobs.credits import expire_credits
 from jobs.queues import RedisNotConfigured, redis_connection, run_worker
+from jobs.reconcile import reconcile_shop
 from jobs.schedule import Scheduler, beside_worker, stop_on_signals
 from jobs.webhooks import REDIS_DOWN, prune_webhook_payloads, sweep_webhooks
 from ledger import bulk, operations
 from ledger.accounts import find_account
 from ledger.book import Actor
+from ledger.findings import open_findings
 from ledger.kinds import LotSource
 from ledger.money import Money, format_amount
-from models import Customer, Shop
+from models import Customer, ReconciliationFinding, Shop
 from models.shop import is_shop_domain
 from shop_access import rotate_token_encryption
 from tokens import TokenBox
@@ -235,6 +237,80 @@ def _issue_with_progress_bar(import_id: int, rows: int) -> dict[str, Any]:
 def _echo_lines(lines: list[str]) -> None:
     for line in lines:
         click.echo(line)
+
+
+@credits_cli.command("reconcile")
+@click.option("--shop", "domain", help="Only this shop (default: every installed shop).")
+@click.option("--full", is_flag=True, help="Verify every entry from the first, not what changed.")
+@click.option("--now", "now_iso", help="Reconcile as of this ISO time (default: now).")
+@click.pass_context
+def credits_reconcile(
+    ctx: click.Context, domain: str | None, full: bool, now_iso: str | None
+) -> None:
+    """Reconcile inline (ledger, then Shopify); print open findings; exit 1 while any is open."""
+    shops = [_shop_by_domain(domain)] if domain else _installed_shops()
+    now = _utc(now_iso).isoformat()
+    still_open = 0
+    for shop in shops:
+        click.echo(_run_line(shop.domain, reconcile_shop(shop.id, full=full, now_iso=now)))
+        for finding in open_findings(current_session(), shop.id):
+            click.echo(f"  {_finding_line(finding)}")
+            still_open += 1
+    current_session().commit()
+    click.echo(f"{still_open} open findings")
+    if still_open:
+        ctx.exit(1)
+
+
+def _installed_shops() -> list[Shop]:
+    return list(
+        current_session().scalars(
+            select(Shop)
+            .where(
+                Shop.installed_at.is_not(None),
+                Shop.uninstalled_at.is_(None),
+                Shop.erased_at.is_(None),
+            )
+            .order_by(Shop.id)
+        )
+    )
+
+
+def _run_line(domain: str, result: dict[str, object]) -> str:
+    if result["result"] != "finished":
+        return f"{domain}: {result['result']} (another reconciliation of it is running)"
+    line = (
+        f"{domain}: {result['kind']} run {result['run_id']}: {result['accounts_checked']} "
+        f"accounts, {result['entries_checked']} entries and {result['native_checked']} native "
+        f"transactions checked; {result['findings_opened']} findings opened, "
+        f"{result['findings_resolved']} resolved; {result['repairs']} repairs"
+    )
+    errors = result.get("errors") or []
+    assert isinstance(errors, list)
+    return "\n".join([line, *(f"  ! {error}" for error in errors)])
+
+
+def _finding_line(finding: ReconciliationFinding) -> str:
+    def amount(minor: int | None) -> str:
+        if minor is None:
+            return "-"
+        return format_amount(minor, finding.currency) if finding.currency else str(minor)
+
+    whose = ", ".join(
+        part
+        for part in (
+            f"account {finding.account_id}" if finding.account_id else "",
+            f"customer {finding.shopify_customer_id}" if finding.shopify_customer_id else "",
+            finding.currency or "",
+        )
+        if part
+    )
+    return (
+        f"open {finding.kind} {finding.finding_key}"
+        + (f" ({whose})" if whose else "")
+        + f" expected {amount(finding.expected)} actual {amount(finding.actual)}"
+        + f" since {finding.first_seen_at.isoformat()}"
+    )
 
 
 @webhooks_cli.command("sweep")

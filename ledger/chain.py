@@ -40,9 +40,25 @@ CHAINED_FIELDS = (
 
 def canonical_entry(entry: Mapping[str, Any], allocations: Iterable[tuple[Any, int]]) -> bytes:
     """The bytes that are hashed for ``entry`` (a row mapping) and its ``(lot_id, amount)``s."""
-    doc = {name: _plain(entry[name]) for name in CHAINED_FIELDS}
+    return canonical_plain({name: _plain(entry[name]) for name in CHAINED_FIELDS}, allocations)
+
+
+def canonical_plain(doc: dict[str, Any], allocations: Iterable[tuple[Any, int]]) -> bytes:
+    """``canonical_entry`` of an entry already in plain values: ``doc`` holds exactly the
+    CHAINED_FIELDS, ids as strings and times as ``utc_text``. Verification reads rows that way
+    to re-hash a million entries quickly; ``doc`` is used up (it gets the allocations)."""
     doc["allocations"] = sorted([str(lot_id), amount] for lot_id, amount in allocations)
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(doc).encode()
+
+
+# What json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on
+# every call, built once (verification encodes a million entries in a full run).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def utc_text(moment: datetime) -> str:
+    """A time as the chain spells it: UTC, to the microsecond, with a Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:
@@ -51,7 +67,7 @@ def chain_hash(prev_hash: str, canonical: bytes) -> str:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return utc_text(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     return value

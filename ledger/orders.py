@@ -27,8 +27,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ledger import operations
@@ -41,6 +39,7 @@ from ledger.errors import (
     LedgerError,
     NothingToReverse,
 )
+from ledger.findings import Finding, record_finding
 from ledger.money import Money, exponent, normalize_currency
 from models import LedgerEntry, ReconciliationFinding
 
@@ -259,26 +258,16 @@ def _record_finding(
     now: datetime,
 ) -> None:
     """Open (or see again) the finding ``key``: one row per business event, however often."""
-    values = {
-        "shop_id": shop_id,
-        "kind": kind,
-        "finding_key": key,
-        "shopify_customer_id": order.shopify_customer_id,
-        "currency": order.currency,
-        "expected": expected,
-        "actual": actual,
-        "details": details,
-        "first_seen_at": now,
-        "last_seen_at": now,
-    }
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(ReconciliationFinding).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["shop_id", "finding_key"],
-        set_={"last_seen_at": now, "actual": actual, "details": details, "resolved_at": None},
+    finding = Finding(
+        kind=kind,
+        key=key,
+        shopify_customer_id=order.shopify_customer_id,
+        currency=order.currency,
+        expected=expected,
+        actual=actual,
+        details=details,
     )
-    session.execute(stmt)
+    record_finding(session, shop_id, finding, now)
     session.commit()
 
 

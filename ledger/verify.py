@@ -1,24 +1,67 @@
-"""Re-checking one account against DESIGN.md's invariants 1–4, from the rows alone.
+"""Re-checking accounts against DESIGN.md's invariants 1–4, from the rows alone.
 
-``verify_account`` trusts nothing cached: it replays the entries, recomputes every hash and
-re-adds every lot's allocations. Reconciliation runs it in production; tests run it after
-every step. It returns every violation it finds, not just the first.
+Nothing cached is trusted: the entries are replayed, every hash is recomputed and every lot's
+allocations are re-added. It returns every violation it finds, not just the first.
+
+Two ways in, one replay:
+
+- ``verify_account`` checks one account from its first entry (tests run it after every step);
+- ``verify_accounts`` checks a batch of accounts, each from a ``Checkpoint`` (the sequence and
+  hash up to which it was verified before): only the entries after it are read and hashed.
+  The entry *at* the checkpoint is read too, as the anchor: it must still hash to the
+  checkpoint's hash, and its ``balance_after`` is where the replay starts. Lots touched since
+  are checked against all of their allocations, early ones included. Reconciliation runs it
+  incrementally; from ``GENESIS`` it is a full check.
+
+What an incremental check cannot see: a row changed *before* the checkpoint (other than the
+anchor), and the lifetime totals (they need every entry). The nightly full run covers both.
+
+Rows are read with plain Core statements on the session's connection (no ORM objects), entries
+streamed in account and sequence order with their allocations joined, so a batch's memory is
+its lots, not its entries. The caller owns the transaction: for a consistent picture of a live
+ledger, run it in a REPEATABLE READ snapshot (reconciliation does).
 """
 
 from __future__ import annotations
 
+import json
+import queue
+import threading
+import typing
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    String,
+    Text,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from ledger.chain import GENESIS_HASH, canonical_entry, chain_hash
+from ledger.chain import CHAINED_FIELDS, GENESIS_HASH, canonical_plain, chain_hash, utc_text
 from ledger.kinds import LotStatus
 from models import CreditAccount, CreditLot, EntryAllocation, LedgerEntry
+
+Moves = list[tuple[str, int]]  # (lot id, amount) of one entry
+
+# Rows fetched per round trip while streaming entries.
+STREAM_CHUNK = 5000
+# Ids per IN list.
+IN_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -29,173 +72,606 @@ class Violation:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """An account's chain verified up to ``sequence``, whose entry hashes to ``hash``."""
+
+    sequence: int = 0
+    hash: str = GENESIS_HASH
+
+
+GENESIS = Checkpoint()
+
+
+@dataclass(frozen=True)
+class AccountCheck:
+    """What checking one account found, and how far its chain was read."""
+
+    account_id: int
+    since: Checkpoint
+    head: Checkpoint  # the last entry read (``since`` when there was none)
+    entries_checked: int
+    violations: list[Violation]
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+
 def verify_account(session: Session, account_id: int) -> list[Violation]:
     """Every broken invariant (1 balance, 2 sequence, 3 hash chain, 4 lots) of one account."""
-    account = session.get(CreditAccount, account_id)
-    if account is None:
-        return [Violation(1, "account_missing", "No such account.", {"account_id": account_id})]
-    entries = list(
-        session.scalars(
-            select(LedgerEntry)
-            .where(LedgerEntry.account_id == account_id)
-            .order_by(LedgerEntry.sequence)
-        )
-    )
-    moves = _allocations(session, [entry.id for entry in entries])
-    lots = list(session.scalars(select(CreditLot).where(CreditLot.account_id == account_id)))
+    [check] = verify_accounts(session, [account_id], every_lot=True, stream=False)
+    return check.violations
+
+
+def verify_accounts(
+    session: Session,
+    account_ids: Sequence[int],
+    since: Mapping[int, Checkpoint] | None = None,
+    *,
+    every_lot: bool = False,
+    stream: bool = True,
+) -> list[AccountCheck]:
+    """Check each account from its checkpoint in ``since`` (``GENESIS`` when absent).
+
+    Lots: from a checkpoint, those the new entries touched are checked (invariant 4) and the
+    live ones only summed (invariant 1, in the database); from genesis, the live ones and every
+    lot an entry touched, or with ``every_lot`` every lot of the account (a scan).
+
+    ``stream`` reads the entries through a server-side cursor, a chunk ahead in a thread (for
+    batches of many entries); without it they come in one answer (one account's, in tests).
+    """
+    session.flush()
+    since = {account_id: (since or {}).get(account_id, GENESIS) for account_id in account_ids}
+    accounts = _accounts(session, account_ids)
+    replays = {
+        account_id: _Replay(account_id, accounts.get(account_id), since[account_id])
+        for account_id in account_ids
+    }
+    for account_id, entry, moves in _entries(session, since, stream=stream):
+        replays[account_id].add(entry, moves)
+    touched = {lot for replay in replays.values() for lot in replay.touched}
+    from_genesis = [account_id for account_id in account_ids if since[account_id].sequence == 0]
+    lots = _lots(session, from_genesis, touched, every_lot=every_lot)
+    live = _live_sums(session, [a for a in account_ids if since[a].sequence > 0])
+    earlier = _earlier_moves(session, since, replays.values())
     return [
-        *_check_balance(account, entries, lots),
-        *_check_sequence(account, entries),
-        *_check_chain(account, entries, moves),
-        *_check_lots(entries, lots, moves),
+        replays[account_id].finish(lots.get(account_id, []), earlier, live.get(account_id, 0))
+        for account_id in account_ids
     ]
 
 
-def _allocations(
-    session: Session, entry_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[tuple[uuid.UUID, int]]]:
-    found: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = defaultdict(list)
-    for start in range(0, len(entry_ids), 1000):
-        stmt = select(EntryAllocation.entry_id, EntryAllocation.lot_id, EntryAllocation.amount)
-        stmt = stmt.where(EntryAllocation.entry_id.in_(entry_ids[start : start + 1000]))
-        for entry_id, lot_id, amount in session.execute(stmt):
-            found[entry_id].append((lot_id, amount))
+# -- reading --------------------------------------------------------------------------------
+
+# Entry rows: CHAINED_FIELDS in order, then these. Ids are compared and hashed as strings, so
+# PostgreSQL hands them over as text (no UUID objects to build for a million rows), and the
+# metadata as its JSON text (nearly always "{}", which needs no parsing).
+_N = len(CHAINED_FIELDS)
+_PREV_HASH, _HASH, _ALLOC_LOT, _ALLOC_AMOUNT = _N, _N + 1, _N + 2, _N + 3
+_I = {name: index for index, name in enumerate(CHAINED_FIELDS)}
+_ACCOUNT_ID, _SEQUENCE, _AMOUNT = _I["account_id"], _I["sequence"], _I["amount"]
+_BEFORE, _AFTER, _LOT_ID, _ID = _I["balance_before"], _I["balance_after"], _I["lot_id"], _I["id"]
+_CREATED_AT, _METADATA = _I["created_at"], _I["metadata"]
+_UUIDS = tuple(_I[name] for name in ("id", "lot_id", "reverses_entry_id"))
+# Ids per query when looking lots up by id.
+ID_CHUNK = 5000
+
+
+def _on_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _text_id(column: Any, postgresql: bool) -> Any:
+    return cast(column, String) if postgresql else column
+
+
+def _ids_in(column: Any, ids: list[str], postgresql: bool) -> ColumnElement[bool]:
+    """``column`` among ``ids``: one array parameter on PostgreSQL, an IN list elsewhere."""
+    if postgresql:
+        return column == any_(cast(bindparam(None, ids, type_=ARRAY(String)), ARRAY(Uuid)))
+    found: ColumnElement[bool] = column.in_([uuid.UUID(value) for value in ids])
     return found
 
 
-def _check_balance(
-    account: CreditAccount, entries: list[LedgerEntry], lots: list[CreditLot]
-) -> Iterable[Violation]:
-    by_entries = sum(entry.amount for entry in entries)
-    in_lots = sum(lot.remaining for lot in lots if lot.status == LotStatus.ACTIVE)
-    credited = sum(entry.amount for entry in entries if entry.amount > 0)
-    debited = -sum(entry.amount for entry in entries if entry.amount < 0)
-    facts = {"balance": account.balance, "sum_of_entries": by_entries, "sum_of_lots": in_lots}
-    if account.balance < 0:
-        yield Violation(1, "negative_balance", "The balance is below zero.", facts)
-    if not account.balance == by_entries == in_lots:
-        yield Violation(1, "balance_mismatch", "Balance, entries and lots disagree.", facts)
-    if (account.lifetime_credited, account.lifetime_debited) != (credited, debited):
-        yield Violation(
-            1,
-            "totals_mismatch",
-            "Lifetime totals differ from the entries.",
-            {
-                "credited": [account.lifetime_credited, credited],
-                "debited": [account.lifetime_debited, debited],
-            },
+@dataclass(frozen=True)
+class _Account:
+    balance: int
+    lifetime_credited: int
+    lifetime_debited: int
+    last_sequence: int
+    last_hash: str
+
+
+@dataclass(frozen=True)
+class _Lot:
+    id: str
+    account_id: int
+    amount: int
+    remaining: int
+    status: str
+
+
+def _accounts(session: Session, account_ids: Sequence[int]) -> dict[int, _Account]:
+    found: dict[int, _Account] = {}
+    for chunk in _chunks(list(account_ids), IN_CHUNK):
+        stmt = select(
+            CreditAccount.id,
+            CreditAccount.balance,
+            CreditAccount.lifetime_credited,
+            CreditAccount.lifetime_debited,
+            CreditAccount.last_sequence,
+            CreditAccount.last_hash,
+        ).where(CreditAccount.id.in_(chunk))
+        for row in session.connection().execute(stmt):
+            found[row[0]] = _Account(*row[1:])
+    return found
+
+
+def _entries(
+    session: Session, since: Mapping[int, Checkpoint], *, stream: bool
+) -> Iterator[tuple[int, list[Any], Moves]]:
+    """Each account's entries from its checkpoint's own entry on, in order, with their moves."""
+    from_genesis = [account_id for account_id, point in since.items() if point.sequence == 0]
+    conditions: list[ColumnElement[bool]] = [
+        and_(LedgerEntry.account_id == account_id, LedgerEntry.sequence >= point.sequence)
+        for account_id, point in since.items()
+        if point.sequence > 0
+    ]
+    if from_genesis:
+        conditions.append(LedgerEntry.account_id.in_(from_genesis))
+    if not conditions:
+        return
+    postgresql = _on_postgresql(session)
+    columns = [
+        getattr(LedgerEntry, "meta" if name == "metadata" else name) for name in CHAINED_FIELDS
+    ]
+    for position in _UUIDS:
+        columns[position] = _text_id(columns[position], postgresql)
+    if postgresql:
+        columns[_METADATA] = cast(LedgerEntry.meta, Text)
+        # The time as the chain spells it (utc_text), made by the server, which has a core of
+        # its own: Python would pay a type conversion and a strftime per entry.
+        columns[_CREATED_AT] = func.to_char(
+            func.timezone("UTC", LedgerEntry.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
         )
+    stmt = (
+        select(
+            *columns,
+            LedgerEntry.prev_hash,
+            LedgerEntry.hash,
+            _text_id(EntryAllocation.lot_id, postgresql),
+            EntryAllocation.amount,
+        )
+        .outerjoin(EntryAllocation, EntryAllocation.entry_id == LedgerEntry.id)
+        .where(or_(*conditions))
+        .order_by(LedgerEntry.account_id, LedgerEntry.sequence, LedgerEntry.id)
+    )
+    if not stream:
+        yield from _grouped([session.connection().execute(stmt).all()])
+        return
+    result = session.connection().execute(stmt.execution_options(yield_per=STREAM_CHUNK))
+    try:
+        partitions = result.partitions()
+        yield from _grouped(_read_ahead(partitions) if postgresql else partitions)
+    finally:
+        result.close()
 
 
-def _check_sequence(account: CreditAccount, entries: list[LedgerEntry]) -> Iterable[Violation]:
-    previous_after = 0
-    for expected, entry in enumerate(entries, start=1):
-        where = {"sequence": entry.sequence, "entry_id": str(entry.id)}
-        if entry.sequence != expected:
-            yield Violation(2, "sequence_gap", f"Expected entry {expected} here.", where)
-        if entry.balance_before != previous_after:
+_END = object()
+
+
+def _read_ahead(partitions: Iterator[Sequence[Row[Any]]]) -> Iterator[Sequence[Row[Any]]]:
+    """Fetch the next chunk of rows in a thread while the caller hashes this one.
+
+    The server works out the next chunk meanwhile, on a core of its own (waiting on the socket
+    releases the GIL), instead of after we ask for it. The connection is used by that thread
+    alone until it has stopped; nothing else uses it meanwhile.
+    """
+    ready: queue.Queue[object] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for partition in partitions:
+                if not hand_over(partition):
+                    return
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(error)
+            return
+        hand_over(_END)
+
+    reader = threading.Thread(target=fetch, name="verify-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield typing.cast(Sequence[Row[Any]], item)
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _grouped(
+    partitions: Iterable[Sequence[Row[Any]]],
+) -> Iterator[tuple[int, list[Any], Moves]]:
+    """One item per entry, its values made plain: the joined rows of an entry with several
+    allocations folded into its moves."""
+    current: list[Any] | None = None
+    current_id: object = None
+    moves: Moves = []
+    for partition in partitions:
+        for row in partition:
+            if current is None or row[_ID] != current_id:
+                if current is not None:
+                    yield current[_ACCOUNT_ID], current, moves
+                current, current_id, moves = _plain_values(row), row[_ID], []
+            lot = row[_ALLOC_LOT]
+            if lot is not None:
+                moves.append((lot if lot.__class__ is str else str(lot), row[_ALLOC_AMOUNT]))
+    if current is not None:
+        yield current[_ACCOUNT_ID], current, moves
+
+
+def _plain_values(row: Row[Any]) -> list[Any]:
+    """The row with ids as strings, the time as the chain spells it, the metadata a dict."""
+    values = list(row)
+    for position in _UUIDS:
+        value = values[position]
+        if value is not None and value.__class__ is not str:
+            values[position] = str(value)
+    created = values[_CREATED_AT]
+    if created.__class__ is not str:
+        values[_CREATED_AT] = utc_text(created)
+    metadata = values[_METADATA]
+    if metadata.__class__ is str:
+        values[_METADATA] = {} if metadata == "{}" else json.loads(metadata)
+    return values
+
+
+def _lots(
+    session: Session, genesis_ids: Sequence[int], touched: set[str], *, every_lot: bool
+) -> dict[int, list[_Lot]]:
+    """Per account: the lots touched (by id) and, of accounts checked from genesis, the live
+    ones (an index) or, with ``every_lot``, all of them (a scan: ``verify_account``)."""
+    postgresql = _on_postgresql(session)
+    columns = (
+        _text_id(CreditLot.id, postgresql),
+        CreditLot.account_id,
+        CreditLot.amount,
+        CreditLot.remaining,
+        CreditLot.status,
+    )
+    rows: dict[str, _Lot] = {}
+    connection = session.connection()
+    for chunk in _chunks(list(genesis_ids), IN_CHUNK):
+        scope: ColumnElement[bool] = CreditLot.account_id.in_(chunk)
+        if not every_lot:
+            scope = and_(scope, CreditLot.status == LotStatus.ACTIVE.value)
+        for row in connection.execute(select(*columns).where(scope)):
+            lot = _Lot(str(row[0]), *row[1:])
+            rows[lot.id] = lot
+    for chunk in _chunks(sorted(touched - rows.keys()), ID_CHUNK):
+        stmt = select(*columns).where(_ids_in(CreditLot.id, chunk, postgresql))
+        for row in connection.execute(stmt):
+            lot = _Lot(str(row[0]), *row[1:])
+            rows[lot.id] = lot
+    by_account: dict[int, list[_Lot]] = defaultdict(list)
+    for lot in rows.values():
+        by_account[lot.account_id].append(lot)
+    return by_account
+
+
+def _live_sums(session: Session, account_ids: Sequence[int]) -> dict[int, int]:
+    """What each account's live lots hold, summed by the database (one row per account)."""
+    sums: dict[int, int] = {}
+    for chunk in _chunks(list(account_ids), IN_CHUNK):
+        stmt = (
+            select(CreditLot.account_id, func.sum(CreditLot.remaining))
+            .where(CreditLot.account_id.in_(chunk), CreditLot.status == LotStatus.ACTIVE.value)
+            .group_by(CreditLot.account_id)
+        )
+        for account_id, total in session.connection().execute(stmt):
+            sums[account_id] = int(total)
+    return sums
+
+
+@dataclass
+class _Earlier:
+    """What entries at or before their account's checkpoint did to each lot."""
+
+    moved: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    opened: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def _earlier_moves(
+    session: Session, since: Mapping[int, Checkpoint], replays: Iterable[_Replay]
+) -> _Earlier:
+    """Allocations and openings, by entries the replay did not read, of the lots it touched."""
+    earlier = _Earlier()
+    wanted = sorted(
+        {lot for replay in replays if replay.since.sequence > 0 for lot in replay.touched}
+    )
+    postgresql = _on_postgresql(session)
+    connection = session.connection()
+    has_moves = exists().where(EntryAllocation.entry_id == LedgerEntry.id)
+    for chunk in _chunks(wanted, ID_CHUNK):
+        moved = (
+            select(
+                _text_id(EntryAllocation.lot_id, postgresql),
+                LedgerEntry.account_id,
+                LedgerEntry.sequence,
+                EntryAllocation.amount,
+            )
+            .join(LedgerEntry, LedgerEntry.id == EntryAllocation.entry_id)
+            .where(_ids_in(EntryAllocation.lot_id, chunk, postgresql))
+        )
+        for row in connection.execute(moved):
+            if row[2] <= since.get(row[1], GENESIS).sequence:
+                earlier.moved[str(row[0])] += row[3]
+        opened = select(
+            _text_id(LedgerEntry.lot_id, postgresql),
+            LedgerEntry.account_id,
+            LedgerEntry.sequence,
+            LedgerEntry.amount,
+        ).where(_ids_in(LedgerEntry.lot_id, chunk, postgresql), ~has_moves)
+        for row in connection.execute(opened):
+            if row[2] <= since.get(row[1], GENESIS).sequence:
+                earlier.opened[str(row[0])] += row[3]
+    return earlier
+
+
+# -- the replay -----------------------------------------------------------------------------
+
+
+class _Replay:
+    """One account's entries, fed in sequence order, checked as they come."""
+
+    def __init__(self, account_id: int, account: _Account | None, since: Checkpoint) -> None:
+        self.account_id = account_id
+        self.account = account
+        self.since = since
+        self.anchored = since.sequence == 0
+        self.count = 0
+        self.previous_after: int | None = 0 if self.anchored else None
+        self.previous_hash = since.hash
+        self.head_sequence = since.sequence
+        self.start_balance = 0
+        self.sum = 0
+        self.credited = 0
+        self.debited = 0
+        self.moved: dict[str, int] = defaultdict(int)
+        self.opened: dict[str, int] = defaultdict(int)
+        self.touched: set[str] = set()
+        self.sequence_found: list[Violation] = []
+        self.chain_found: list[Violation] = []
+        self.lot_found: list[Violation] = []
+
+    def add(self, entry: list[Any], moves: Moves) -> None:
+        if not self.anchored:
+            self._anchor(entry, moves)
+            return
+        # The hot path: a million entries in a full run. Details are built on a violation only.
+        self.count += 1
+        expected_sequence = self.since.sequence + self.count
+        if entry[_SEQUENCE] != expected_sequence:
+            self.sequence_found.append(
+                Violation(
+                    2, "sequence_gap", f"Expected entry {expected_sequence} here.", _where(entry)
+                )
+            )
+        before, after, amount = entry[_BEFORE], entry[_AFTER], entry[_AMOUNT]
+        if self.previous_after is not None and before != self.previous_after:
+            self.sequence_found.append(
+                Violation(
+                    2,
+                    "balance_chain_broken",
+                    "balance_before is not the last after.",
+                    _where(entry)
+                    | {"balance_before": before, "previous_after": self.previous_after},
+                )
+            )
+        if after != before + amount:
+            self.sequence_found.append(
+                Violation(
+                    2, "balance_after_wrong", "balance_after is not before + amount.", _where(entry)
+                )
+            )
+        self.previous_after = after
+        self._check_link(entry, moves)
+        self.sum += amount
+        if amount > 0:
+            self.credited += amount
+        else:
+            self.debited -= amount
+        if entry[_LOT_ID] is not None or moves:
+            self._note_lots(entry, moves)
+
+    def _anchor(self, entry: list[Any], moves: Moves) -> None:
+        """The entry at the checkpoint: unchanged since it was verified, or the chain broke."""
+        self.anchored = True
+        where = _where(entry)
+        if entry[_SEQUENCE] != self.since.sequence:
+            # The checkpoint's entry is gone: replay what follows as it is.
+            self.chain_found.append(
+                Violation(
+                    3,
+                    "checkpoint_missing",
+                    "The entry the last reconciliation ended on is gone.",
+                    {"checkpoint": self.since.sequence},
+                )
+            )
+            self.previous_after = entry[_BEFORE]
+            self.start_balance = entry[_BEFORE]
+            self.add(entry, moves)
+            return
+        recomputed = chain_hash(entry[_PREV_HASH], _canonical(entry, moves))
+        if entry[_HASH] != self.since.hash or recomputed != entry[_HASH]:
+            self.chain_found.append(
+                Violation(
+                    3,
+                    "checkpoint_mismatch",
+                    "The entry the last reconciliation ended on has changed since.",
+                    where | {"checkpoint_hash": self.since.hash},
+                )
+            )
+        self.previous_after = entry[_AFTER]
+        self.start_balance = entry[_AFTER]
+
+    def _check_link(self, entry: list[Any], moves: Moves) -> None:
+        expected = chain_hash(self.previous_hash, _canonical(entry, moves))
+        if entry[_PREV_HASH] != self.previous_hash:
+            self.chain_found.append(
+                Violation(
+                    3, "chain_broken", "prev_hash is not the previous entry's hash.", _where(entry)
+                )
+            )
+        if entry[_HASH] != expected:
+            self.chain_found.append(
+                Violation(
+                    3, "hash_mismatch", "The entry does not hash to its stored hash.", _where(entry)
+                )
+            )
+        self.previous_hash = entry[_HASH]
+        self.head_sequence = entry[_SEQUENCE]
+
+    def _note_lots(self, entry: list[Any], moves: Moves) -> None:
+        lot_id = entry[_LOT_ID]
+        if lot_id is not None:
+            self.touched.add(lot_id)
+            if not moves:
+                self.opened[lot_id] += entry[_AMOUNT]
+        for moved_lot, part in moves:
+            self.touched.add(moved_lot)
+            self.moved[moved_lot] += part
+        if moves and sum(part for _, part in moves) != entry[_AMOUNT]:
+            self.lot_found.append(
+                Violation(
+                    4,
+                    "allocations_mismatch",
+                    "Allocations do not add up to the entry.",
+                    {"entry_id": str(entry[_ID])},
+                )
+            )
+
+    def finish(self, lots: list[_Lot], earlier: _Earlier, live_sum: int) -> AccountCheck:
+        """``lots``: those read for this account; ``live_sum``: what its live lots hold, as
+        summed by the database (used from a checkpoint, where the live lots are not read)."""
+        account = self.account
+        if account is None:
+            missing = Violation(
+                1, "account_missing", "No such account.", {"account_id": self.account_id}
+            )
+            return AccountCheck(self.account_id, self.since, self.since, 0, [missing])
+        if not self.anchored:  # not one entry at or after the checkpoint: the anchor is gone
+            self.chain_found.append(
+                Violation(
+                    3,
+                    "checkpoint_missing",
+                    "The entry the last reconciliation ended on is gone.",
+                    {"checkpoint": self.since.sequence},
+                )
+            )
+        violations = [
+            *self._balance(account, lots, live_sum),
+            *self.sequence_found,
+            *self._last_sequence(account),
+            *self.chain_found,
+            *self._chain_head(account),
+            *self.lot_found,
+            *self._lots(lots, earlier),
+        ]
+        head = Checkpoint(self.head_sequence, self.previous_hash)
+        return AccountCheck(self.account_id, self.since, head, self.count, violations)
+
+    def _balance(self, account: _Account, lots: list[_Lot], live_sum: int) -> Iterator[Violation]:
+        by_entries = self.start_balance + self.sum
+        in_lots = (
+            sum(lot.remaining for lot in lots if lot.status == LotStatus.ACTIVE)
+            if self.since.sequence == 0
+            else live_sum
+        )
+        facts = {"balance": account.balance, "sum_of_entries": by_entries, "sum_of_lots": in_lots}
+        if account.balance < 0:
+            yield Violation(1, "negative_balance", "The balance is below zero.", facts)
+        if not account.balance == by_entries == in_lots:
+            yield Violation(1, "balance_mismatch", "Balance, entries and lots disagree.", facts)
+        if self.since.sequence == 0 and (account.lifetime_credited, account.lifetime_debited) != (
+            self.credited,
+            self.debited,
+        ):
+            yield Violation(
+                1,
+                "totals_mismatch",
+                "Lifetime totals differ from the entries.",
+                {
+                    "credited": [account.lifetime_credited, self.credited],
+                    "debited": [account.lifetime_debited, self.debited],
+                },
+            )
+
+    def _last_sequence(self, account: _Account) -> Iterator[Violation]:
+        read = self.since.sequence + self.count
+        if account.last_sequence != read:
             yield Violation(
                 2,
-                "balance_chain_broken",
-                "balance_before is not the last after.",
-                where | {"balance_before": entry.balance_before, "previous_after": previous_after},
+                "last_sequence_wrong",
+                "The account's last sequence is off.",
+                {"last_sequence": account.last_sequence, "entries": read},
             )
-        if entry.balance_after != entry.balance_before + entry.amount:
+
+    def _chain_head(self, account: _Account) -> Iterator[Violation]:
+        if account.last_hash != self.previous_hash:
             yield Violation(
-                2, "balance_after_wrong", "balance_after is not before + amount.", where
+                3,
+                "head_mismatch",
+                "The account's last hash is not the chain's head.",
+                {"last_hash": account.last_hash, "chain_head": self.previous_hash},
             )
-        previous_after = entry.balance_after
-    if account.last_sequence != len(entries):
-        yield Violation(
-            2,
-            "last_sequence_wrong",
-            "The account's last sequence is off.",
-            {"last_sequence": account.last_sequence, "entries": len(entries)},
-        )
+
+    def _lots(self, lots: list[_Lot], earlier: _Earlier) -> Iterator[Violation]:
+        # From a checkpoint, the lots no new entry touched were checked before: only their
+        # part of the balance (invariant 1) is checked again, as a sum.
+        for lot in lots:
+            moved = earlier.moved.get(lot.id, 0) + self.moved.get(lot.id, 0)
+            opened = earlier.opened.get(lot.id, 0) + self.opened.get(lot.id, 0)
+            where = {"lot_id": lot.id, "amount": lot.amount, "remaining": lot.remaining}
+            if lot.remaining != lot.amount + moved:
+                yield Violation(
+                    4,
+                    "lot_remaining_mismatch",
+                    "remaining is not amount minus allocations.",
+                    where | {"allocated": moved},
+                )
+            if opened != lot.amount:
+                yield Violation(
+                    4,
+                    "lot_opening_mismatch",
+                    "No entry opened the lot for its amount.",
+                    where | {"opened": opened},
+                )
+            if not 0 <= lot.remaining <= lot.amount:
+                yield Violation(4, "lot_out_of_range", "remaining is outside 0..amount.", where)
 
 
-def _check_chain(
-    account: CreditAccount,
-    entries: list[LedgerEntry],
-    moves: dict[uuid.UUID, list[tuple[uuid.UUID, int]]],
-) -> Iterable[Violation]:
-    previous = GENESIS_HASH
-    for entry in entries:
-        row = {name: getattr(entry, name) for name in _ROW_FIELDS} | {"metadata": entry.meta}
-        expected = chain_hash(previous, canonical_entry(row, moves.get(entry.id, [])))
-        where = {"sequence": entry.sequence, "entry_id": str(entry.id)}
-        if entry.prev_hash != previous:
-            yield Violation(3, "chain_broken", "prev_hash is not the previous entry's hash.", where)
-        if entry.hash != expected:
-            yield Violation(
-                3, "hash_mismatch", "The entry does not hash to its stored hash.", where
-            )
-        previous = entry.hash
-    if account.last_hash != previous:
-        yield Violation(
-            3,
-            "head_mismatch",
-            "The account's last hash is not the chain's head.",
-            {"last_hash": account.last_hash, "chain_head": previous},
-        )
+def _where(entry: list[Any]) -> dict[str, Any]:
+    return {"sequence": entry[_SEQUENCE], "entry_id": entry[_ID]}
 
 
-def _check_lots(
-    entries: list[LedgerEntry],
-    lots: list[CreditLot],
-    moves: dict[uuid.UUID, list[tuple[uuid.UUID, int]]],
-) -> Iterable[Violation]:
-    moved: dict[uuid.UUID, int] = defaultdict(int)
-    opened: dict[uuid.UUID, int] = defaultdict(int)
-    for entry in entries:
-        parts = moves.get(entry.id, [])
-        if entry.lot_id is not None and not parts:
-            opened[entry.lot_id] += entry.amount
-        for lot_id, amount in parts:
-            moved[lot_id] += amount
-        if parts and sum(amount for _, amount in parts) != entry.amount:
-            yield Violation(
-                4,
-                "allocations_mismatch",
-                "Allocations do not add up to the entry.",
-                {"entry_id": str(entry.id)},
-            )
-    for lot in lots:
-        where = {"lot_id": str(lot.id), "amount": lot.amount, "remaining": lot.remaining}
-        if lot.remaining != lot.amount + moved.get(lot.id, 0):
-            yield Violation(
-                4,
-                "lot_remaining_mismatch",
-                "remaining is not amount minus allocations.",
-                where | {"allocated": moved.get(lot.id, 0)},
-            )
-        if opened.get(lot.id) != lot.amount:
-            yield Violation(
-                4,
-                "lot_opening_mismatch",
-                "No entry opened the lot for its amount.",
-                where | {"opened": opened.get(lot.id, 0)},
-            )
-        if not 0 <= lot.remaining <= lot.amount:
-            yield Violation(4, "lot_out_of_range", "remaining is outside 0..amount.", where)
+def _canonical(entry: list[Any], moves: Moves) -> bytes:
+    # zip stops at the last chained field: the row's trailing columns are not hashed.
+    return canonical_plain(dict(zip(CHAINED_FIELDS, entry, strict=False)), moves)
 
 
-_ROW_FIELDS = (
-    "id",
-    "shop_id",
-    "account_id",
-    "sequence",
-    "kind",
-    "amount",
-    "balance_before",
-    "balance_after",
-    "lot_id",
-    "reverses_entry_id",
-    "shopify_order_id",
-    "shopify_refund_id",
-    "idempotency_key",
-    "actor",
-    "reason",
-    "note",
-    "created_at",
-)
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -179,6 +179,51 @@ query StoreCreditTransactions($id: ID!, $first: Int!, $after: String, $query: St
 """
 )
 
+# Reconciliation's read of one account: its balance and its transactions, newest first, each
+# with what it needs to be matched to the ledger (the GID; for a transaction of an order, the
+# order transaction and its order; for a credit, its expiry; for an expiration, the credit).
+# Variables: id (StoreCreditAccount GID), first (≤ 50), after (cursor). Callers page back
+# until they reach the account's watermark. Cost 1 + 1 + 2 + first × 5: 54 for a first page of
+# 10 (most accounts need no more), 254 for a page of 50.
+STORE_CREDIT_ACTIVITY = Document(
+    """
+query StoreCreditActivity($id: ID!, $first: Int!, $after: String) {
+  storeCreditAccount(id: $id) {
+    id
+    balance { amount currencyCode }
+    transactions(first: $first, after: $after, reverse: true) {
+      nodes {
+        __typename
+        amount { amount currencyCode }
+        createdAt
+        event
+        origin {
+          ... on OrderTransaction {
+            id
+            order { id }
+          }
+        }
+        ... on StoreCreditAccountCreditTransaction {
+          id
+          expiresAt
+        }
+        ... on StoreCreditAccountDebitTransaction {
+          id
+        }
+        ... on StoreCreditAccountDebitRevertTransaction {
+          id
+        }
+        ... on StoreCreditAccountExpirationTransaction {
+          creditTransaction { id }
+        }
+      }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
+)
+
 # Credit native store credit. Variables: id (Customer GID, which creates the account for the
 # currency on first credit, or StoreCreditAccount GID) and creditInput {creditAmount {amount
 # currencyCode}, expiresAt, notify}. userErrors codes: StoreCreditAccountCreditUserErrorCode.
@@ -225,6 +270,7 @@ ALL: tuple[Document, ...] = (
     ORDER_STORE_CREDIT,
     CUSTOMER_STORE_CREDIT_ACCOUNTS,
     STORE_CREDIT_TRANSACTIONS,
+    STORE_CREDIT_ACTIVITY,
     STORE_CREDIT_CREDIT,
     STORE_CREDIT_DEBIT,
 )

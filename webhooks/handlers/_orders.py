@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from blueprints.settings import current_settings
 from ledger.money import Money
 from ledger.orders import Movement, OrderStoreCredit, native_amount, sync_order
+from models import Shop
 from shop_access import admin_client
 from shopify_client import documents
 from shopify_client.ids import gid, numeric_id
@@ -37,7 +38,20 @@ def sync_from_order_payload(session: Session, delivery: Delivery, now: datetime)
 
 
 def sync(session: Session, delivery: Delivery, order_id: int, now: datetime) -> Outcome:
-    client = admin_client(session, current_settings(), delivery.shop, now)
+    return sync_order_from_shopify(
+        session, delivery.shop, order_id, now, actor=f"webhook:{delivery.topic}"
+    )
+
+
+def sync_order_from_shopify(
+    session: Session, shop: Shop, order_id: int, now: datetime, *, actor: str
+) -> Outcome:
+    """Read the order's store credit from Shopify and write what the ledger lacks of it.
+
+    Webhook handlers call it, and reconciliation for orders whose webhook never came or
+    whose spend could not be covered then. Raises ``Ignored`` when there is nothing to do.
+    """
+    client = admin_client(session, current_settings(), shop, now)
     data = client.query(documents.ORDER_STORE_CREDIT, {"id": gid("Order", order_id)})
     order = data.get("order")
     if order is None:
@@ -45,7 +59,7 @@ def sync(session: Session, delivery: Delivery, order_id: int, now: datetime) -> 
     facts = order_store_credit(order)
     if not facts.touches_store_credit:
         raise Ignored("the order moved no store credit")
-    return sync_order(session, delivery.shop.id, facts, actor=f"webhook:{delivery.topic}", now=now)
+    return sync_order(session, shop.id, facts, actor=actor, now=now)
 
 
 def order_store_credit(order: dict[str, Any]) -> OrderStoreCredit:

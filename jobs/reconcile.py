@@ -1,0 +1,305 @@
+"""Reconciliation job: the ledger against itself, then each account against Shopify.
+
+``reconcile_shop(shop_id, full=False)`` is what the schedule runs hourly (incremental) and
+nightly (``full=True``) per shop, and what ``flask credits reconcile`` runs inline. The rules
+are the domain's (``ledger/reconcile.py``); this module adds what touches Shopify: reading each
+account's native ``StoreCreditAccount`` (balance and transactions since its watermark) and
+re-running an order's sync.
+
+- **Which accounts.** Incremental: those whose chain moved since their checkpoint, plus, for
+  the native comparison, every account known to have a native account (a staff edit in
+  Shopify admin changes nothing on our side, so only asking Shopify finds it). Full: all.
+- **Repairs**, with the shop's auto-repair on: native transactions the ledger lacks imported
+  as ``external`` entries; orders the ledger lacks synced again; outbox rows the native sync
+  gave up on put back to ``pending`` (the outbox sweeper sends them, matching first); then the
+  order sync is re-run for spends that could not be covered when they came. Chain breaks,
+  tampering and invariant violations are never repaired.
+- **Shops with native sync off**: only the ledger's own checks.
+- **One run per shop at a time**: a Redis lock (renewed as the run goes, expiring if its worker
+  dies); a second run finds it held and returns ``skipped``. Without Redis (``make run``) jobs
+  run inline in one process and there is nothing to race. Everything a run writes is
+  idempotent anyway (checkpoints compare-and-set, imports keyed by native GID, findings
+  upserted), so a run killed half-way is simply run again: what it verified is kept, the rest
+  is done by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.exceptions import LockError
+from redis.lock import Lock
+from sqlalchemy.orm import Session
+
+from blueprints.settings import current_settings
+from config import Settings
+from extensions import current_session
+from jobs.native import find_account
+from jobs.queues import redis_connection
+from ledger.errors import LedgerError
+from ledger.findings import open_finding_keys, open_findings
+from ledger.money import Money
+from ledger.orders import native_amount
+from ledger.reconcile import (
+    UNMATCHED_NATIVE_SPEND,
+    NativeAccount,
+    NativeTarget,
+    NativeTransaction,
+    Tally,
+    all_accounts,
+    changed_accounts,
+    check_ledger,
+    check_outbox,
+    finish_run,
+    native_target,
+    natively_linked_accounts,
+    reconcile_native_account,
+    remember_native_account,
+    retry_unmatched_spends,
+    start_run,
+    summary,
+)
+from models import Shop
+from shop_access import ShopNotConnected, admin_client
+from shopify_client import documents
+from shopify_client.errors import ShopifyClientError
+from shopify_client.graphql import AdminClient
+from shopify_client.ids import numeric_id
+from webhooks.handlers._orders import sync_order_from_shopify
+from webhooks.topics import Ignored
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:reconciliation"
+# The lock outlives a stalled renewal by this much; a dead worker's lock expires after it.
+LOCK_TTL = timedelta(minutes=10)
+# Native transactions: a small first page (most accounts have nothing new), then full pages.
+FIRST_PAGE, PAGE = 10, 50
+# What one account's native comparison may fail with and leave for the next run.
+_NATIVE_FAILURES = (ShopifyClientError, LedgerError, KeyError, TypeError, ValueError)
+_TYPENAMES = {
+    "StoreCreditAccountCreditTransaction": "credit",
+    "StoreCreditAccountDebitTransaction": "debit",
+    "StoreCreditAccountDebitRevertTransaction": "debit_revert",
+    "StoreCreditAccountExpirationTransaction": "expiration",
+}
+
+
+def reconcile_shop(shop_id: int, full: bool = False, now_iso: str | None = None) -> dict[str, Any]:
+    """Reconcile one shop; returns the run's counts (``result`` says whether it ran)."""
+    now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    session = current_session()
+    settings = current_settings()
+    shop = session.get(Shop, shop_id)
+    session.commit()
+    if shop is None or shop.erased_at is not None:
+        return {"result": "no_shop", "shop_id": shop_id}
+    with shop_lock(settings, shop_id) as keep_alive:
+        if keep_alive is None:
+            log.info("reconciliation of shop %d skipped: another run holds it", shop_id)
+            return {"result": "skipped", "shop_id": shop_id}
+        run_id = start_run(session, shop_id, full=full, now=now)
+        tally = Tally()
+        try:
+            _reconcile(session, settings, shop, full=full, now=now, tally=tally, keep=keep_alive)
+        except BaseException as error:
+            session.rollback()
+            finish_run(session, run_id, tally, now, failure=f"{type(error).__name__}: {error}")
+            raise
+        finish_run(session, run_id, tally, now)
+    still_open = len(open_findings(session, shop_id))
+    session.commit()
+    log.info("reconciled shop %d (%s): %s", shop_id, "full" if full else "incremental", tally)
+    return {
+        "result": "finished",
+        "shop_id": shop_id,
+        "run_id": run_id,
+        "kind": "full" if full else "incremental",
+        "open_findings": still_open,
+        **summary(tally),
+    }
+
+
+@contextmanager
+def shop_lock(settings: Settings, shop_id: int) -> Iterator[Callable[[], None] | None]:
+    """Hold the shop's reconciliation lock: yields a renewer, or None when another run has it."""
+    if settings.redis_url is None:
+        yield lambda: None
+        return
+    connection = redis_connection(settings)
+    lock = Lock(
+        connection,
+        f"creditcraft:reconcile:{shop_id}",
+        timeout=LOCK_TTL.total_seconds(),
+        blocking=False,
+    )
+    try:
+        if not lock.acquire(blocking=False):
+            yield None
+            return
+
+        def renew() -> None:
+            try:
+                lock.reacquire()
+            except LockError:
+                # Lost (the run stalled past LOCK_TTL): another run may be going. Carrying on
+                # is safe, since everything a run writes is idempotent; it only costs twice.
+                log.warning("reconciliation lock of shop %d lost; carrying on", shop_id)
+
+        try:
+            yield renew
+        finally:
+            with suppress(LockError):  # expired meanwhile: another run may hold it now
+                lock.release()
+    finally:
+        connection.close()
+
+
+def _reconcile(
+    session: Session,
+    settings: Settings,
+    shop: Shop,
+    *,
+    full: bool,
+    now: datetime,
+    tally: Tally,
+    keep: Callable[[], None],
+) -> None:
+    changed = all_accounts(session, shop.id) if full else changed_accounts(session, shop.id)
+    check_ledger(session, shop.id, changed, full=full, now=now, tally=tally, keep_alive=keep)
+    if not shop.native_sync:
+        return
+    if not shop.is_installed:
+        tally.errors.append("native comparison skipped: the shop is not installed")
+        return
+    spends_before = set(open_finding_keys(session, shop.id, kinds=[UNMATCHED_NATIVE_SPEND]))
+    session.commit()
+    try:
+        client = admin_client(session, settings, shop, now)
+    except ShopNotConnected as error:
+        tally.errors.append(f"native comparison skipped: {error}")
+        return
+
+    def sync_order(order_id: int) -> None:
+        with suppress(Ignored):  # the order is gone, or moved no store credit after all
+            sync_order_from_shopify(session, shop, order_id, now, actor=ACTOR)
+
+    linked = [] if full else natively_linked_accounts(session, shop.id)
+    for account_id in sorted({*changed, *linked}):
+        keep()
+        _compare_account(session, client, shop, account_id, full, now, tally, sync_order)
+    check_outbox(session, shop.id, auto_repair=shop.auto_repair, now=now, tally=tally)
+    if shop.auto_repair:
+        retry_unmatched_spends(session, shop.id, tally=tally, sync_order=sync_order)
+    spends_after = set(open_finding_keys(session, shop.id, kinds=[UNMATCHED_NATIVE_SPEND]))
+    session.commit()
+    tally.findings_resolved += len(spends_before - spends_after)
+
+
+def _compare_account(
+    session: Session,
+    client: AdminClient,
+    shop: Shop,
+    account_id: int,
+    full: bool,
+    now: datetime,
+    tally: Tally,
+    sync_order: Callable[[int], None],
+) -> None:
+    """One account against its native account; a failure is noted and left for the next run."""
+    target = native_target(session, account_id, full=full)
+    try:
+        native = read_native(session, client, target)
+        reconcile_native_account(
+            session,
+            shop.id,
+            target,
+            native,
+            auto_repair=shop.auto_repair,
+            now=now,
+            tally=tally,
+            sync_order=sync_order,
+        )
+    except _NATIVE_FAILURES as error:
+        session.rollback()
+        tally.errors.append(f"account {account_id}: {type(error).__name__}: {error}")
+        log.warning("native comparison of account %d failed: %s", account_id, error)
+
+
+# -- reading the native side -----------------------------------------------------------------
+
+
+def read_native(session: Session, client: AdminClient, target: NativeTarget) -> NativeAccount:
+    """The account's native balance and its transactions back to ``target.read_since``.
+
+    Pages newest first and stops at the first transaction older than the watermark, so an
+    account with nothing new costs one small page. The native account's GID is looked up
+    (and kept) the first time.
+    """
+    account_gid = target.native_gid or find_account(
+        client, target.shopify_customer_id, target.currency
+    )
+    if account_gid is None:
+        return NativeAccount(None, Money(0, target.currency), [])
+    if target.native_gid is None:
+        remember_native_account(session, target.account_id, account_gid)
+    transactions: list[NativeTransaction] = []
+    balance: Money | None = None
+    after: str | None = None
+    first = FIRST_PAGE
+    while True:
+        data = client.query(
+            documents.STORE_CREDIT_ACTIVITY, {"id": account_gid, "first": first, "after": after}
+        )
+        account = data.get("storeCreditAccount")
+        if account is None:  # closed in Shopify since
+            return NativeAccount(None, Money(0, target.currency), [])
+        if balance is None:  # the first page's: read with the newest transactions
+            balance = _money(account["balance"])
+        page = account["transactions"]
+        reached = False
+        for node in page["nodes"]:
+            transaction = native_transaction(node)
+            if target.read_since is not None and transaction.created_at < target.read_since:
+                reached = True
+                break
+            transactions.append(transaction)
+        if reached or not page["pageInfo"]["hasNextPage"]:
+            break
+        after, first = page["pageInfo"]["endCursor"], PAGE
+    transactions.reverse()
+    return NativeAccount(account_gid, balance, transactions)
+
+
+def native_transaction(node: dict[str, Any]) -> NativeTransaction:
+    """A STORE_CREDIT_ACTIVITY node as the ledger's matching needs it."""
+    kind = _TYPENAMES.get(node["__typename"])
+    if kind is None:
+        raise ValueError(f"unknown store-credit transaction type {node['__typename']!r}")
+    origin = node.get("origin") or {}
+    order = origin.get("order") or {}
+    credit = node.get("creditTransaction") or {}
+    return NativeTransaction(
+        kind=kind,
+        gid=node.get("id"),
+        amount=_money(node["amount"]),
+        created_at=_time(node["createdAt"]),
+        event=node["event"],
+        origin_transaction=numeric_id(origin["id"]) if origin.get("id") else None,
+        origin_order=numeric_id(order["id"]) if order.get("id") else None,
+        expires_at=_time(node["expiresAt"]) if node.get("expiresAt") else None,
+        credit_gid=credit.get("id"),
+    )
+
+
+def _money(value: dict[str, Any]) -> Money:
+    return native_amount(value["amount"], value["currencyCode"])
+
+
+def _time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
