@@ -183,8 +183,8 @@ query StoreCreditTransactions($id: ID!, $first: Int!, $after: String, $query: St
 # with what it needs to be matched to the ledger (the GID; for a transaction of an order, the
 # order transaction and its order; for a credit, its expiry; for an expiration, the credit).
 # Variables: id (StoreCreditAccount GID), first (≤ 50), after (cursor). Callers page back
-# until they reach the account's watermark. Cost 1 + 1 + 2 + first × 5: 54 for a first page of
-# 10 (most accounts need no more), 254 for a page of 50.
+# until they reach the account's watermark. Cost 1 + 1 + 2 + first × 5: 9 for a first page of
+# one (an account with nothing new needs no more), 254 for a page of 50.
 STORE_CREDIT_ACTIVITY = Document(
     """
 query StoreCreditActivity($id: ID!, $first: Int!, $after: String) {
