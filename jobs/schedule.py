@@ -140,6 +140,13 @@ TABLE: tuple[Periodic, ...] = (
     ),
     Periodic("sync-sweep", "jobs.sync.sweep_outbox", every=MINUTE, queue="sync", retry=RETRY_SOON),
     Periodic(
+        "bulk-sweep",
+        "jobs.bulk.sweep_bulk_imports",
+        every=timedelta(minutes=5),
+        queue="bulk",
+        retry=RETRY_SOON,
+    ),
+    Periodic(
         "expire-credits",
         "jobs.credits.expire_credits",
         every=timedelta(minutes=15),

@@ -30,6 +30,10 @@ MIRRORED_KINDS = {EntryKind.ISSUE.value, EntryKind.ADJUST.value, EntryKind.REVOK
 MATCH_SKEW = timedelta(minutes=2)
 
 
+# Built once: compiling an INSERT per row was half of a bulk issue's client time.
+_INSERT = insert(ShopifyOutbox)
+
+
 def add(session: Session, by: Actor, book: Book, entry: dict[str, Any], lot: LotRow | None) -> None:
     """Queue ``entry`` for Shopify (in the entry's transaction), if it is a mirrored kind."""
     assert by.mirror is not None
@@ -37,23 +41,24 @@ def add(session: Session, by: Actor, book: Book, entry: dict[str, Any], lot: Lot
         return
     credit = entry["amount"] > 0
     session.execute(
-        insert(ShopifyOutbox).values(
-            shop_id=by.shop_id,
-            account_id=book.account.id,
-            entry_id=entry["id"],
-            lot_id=entry["lot_id"],
-            operation="credit" if credit else "debit",
-            amount=abs(entry["amount"]),
-            currency=book.account.currency,
-            expires_at=lot.expires_at if credit and lot is not None else None,
-            notify=by.mirror.notify and credit,
-            state="pending",
-            attempts=0,
-            next_attempt_at=by.now,
-            ambiguous=False,
-            created_at=by.now,
-            updated_at=by.now,
-        )
+        _INSERT,
+        {
+            "shop_id": by.shop_id,
+            "account_id": book.account.id,
+            "entry_id": entry["id"],
+            "lot_id": entry["lot_id"],
+            "operation": "credit" if credit else "debit",
+            "amount": abs(entry["amount"]),
+            "currency": book.account.currency,
+            "expires_at": lot.expires_at if credit and lot is not None else None,
+            "notify": by.mirror.notify and credit,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": by.now,
+            "ambiguous": False,
+            "created_at": by.now,
+            "updated_at": by.now,
+        },
     )
 
 

@@ -156,6 +156,7 @@ def test_the_table_has_every_job_the_issue_lists():
     assert table == {
         "webhooks-sweep": ("jobs.webhooks.sweep_webhooks", {}, minute, once),
         "sync-sweep": ("jobs.sync.sweep_outbox", {}, minute, once),
+        "bulk-sweep": ("jobs.bulk.sweep_bulk_imports", {}, timedelta(minutes=5), once),
         "expire-credits": ("jobs.credits.expire_credits", {}, timedelta(minutes=15), once),
         "reconcile": ("jobs.reconcile.reconcile_shop", {"full": False}, hour, installed_shops),
         "reconcile-full": ("jobs.reconcile.reconcile_shop", {"full": True}, day, installed_shops),
@@ -221,6 +222,7 @@ def test_a_tick_enqueues_each_due_job_once_and_again_only_in_a_new_period(
     assert {i.split("-2026")[0] for i in acting.tick() or []} == {
         f"{namespace}-webhooks-sweep",
         f"{namespace}-sync-sweep",
+        f"{namespace}-bulk-sweep",
         f"{namespace}-expire-credits",
         f"{namespace}-purge-idempotency-keys",
         f"{namespace}-erase-due-shops",
