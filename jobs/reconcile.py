@@ -8,7 +8,8 @@ re-running an order's sync.
 
 - **Which accounts.** Incremental: those whose chain moved since their checkpoint, plus, for
   the native comparison, every account known to have a native account (a staff edit in
-  Shopify admin changes nothing on our side, so only asking Shopify finds it). Full: all.
+  Shopify admin changes nothing on our side, so only asking Shopify finds it). Full: all, the
+  ledger from each account's first entry; natively, from each account's watermark as always.
 - **Repairs**, with the shop's auto-repair on: native transactions the ledger lacks imported
   as ``external`` entries; orders the ledger lacks synced again; outbox rows the native sync
   gave up on put back to ``pending`` (the outbox sweeper sends them, matching first); then the
@@ -193,7 +194,7 @@ def _reconcile(
     linked = [] if full else natively_linked_accounts(session, shop.id)
     for account_id in sorted({*changed, *linked}):
         keep()
-        _compare_account(session, client, shop, account_id, full, now, tally, sync_order)
+        _compare_account(session, client, shop, account_id, now, tally, sync_order)
     check_outbox(session, shop.id, auto_repair=shop.auto_repair, now=now, tally=tally)
     if shop.auto_repair:
         retry_unmatched_spends(session, shop.id, tally=tally, sync_order=sync_order)
@@ -207,13 +208,12 @@ def _compare_account(
     client: AdminClient,
     shop: Shop,
     account_id: int,
-    full: bool,
     now: datetime,
     tally: Tally,
     sync_order: Callable[[int], None],
 ) -> None:
     """One account against its native account; a failure is noted and left for the next run."""
-    target = native_target(session, account_id, full=full)
+    target = native_target(session, account_id)
     try:
         native = read_native(session, client, target)
         reconcile_native_account(

@@ -371,7 +371,13 @@ class NativeTarget:
     read_since: datetime | None  # None: every native transaction
 
 
-def native_target(session: Session, account_id: int, *, full: bool) -> NativeTarget:
+def native_target(session: Session, account_id: int) -> NativeTarget:
+    """Where to read the account's native side from: its transactions since the watermark.
+
+    Also in a full run: every transaction before the watermark was matched when the watermark
+    moved past it, and the balance comparison sees any difference made since. Re-reading a
+    shop's whole native history every night would cost more API budget than it could find.
+    """
     stmt = (
         select(
             Customer.shopify_customer_id,
@@ -384,7 +390,7 @@ def native_target(session: Session, account_id: int, *, full: bool) -> NativeTar
     )
     customer, currency, gid, checked_until = session.execute(stmt).one()
     session.commit()
-    since = None if full or checked_until is None else checked_until - NATIVE_OVERLAP
+    since = None if checked_until is None else checked_until - NATIVE_OVERLAP
     return NativeTarget(account_id, customer, currency, gid, since)
 
 

@@ -165,6 +165,8 @@ def test_a_staff_adjustment_is_found_by_the_next_run_and_imported_with_auto_repa
     assert third["accounts_checked"] == 1  # the imports moved the chain: verified once
     assert len(kinds(shop.id)) == 3
     assert verify_account(db.session, account(shop.id).id) == []
+    nightly = reconcile_shop(shop.id, full=True)
+    assert (nightly["entries_checked"], nightly["repairs"], nightly["open_findings"]) == (3, 0, 0)
 
 
 def test_without_auto_repair_the_drift_stays_an_open_finding_until_repaired(
