@@ -73,6 +73,8 @@ class CreditLot(Base):
         ),
         CheckConstraint(sql_in("status", LotStatus), "status_known"),
         CheckConstraint(sql_in("source", LotSource), "source_known"),
+        # Verification and reconciliation read every lot of an account, closed ones too.
+        Index("ix_credit_lots_account", "account_id"),
         # Spending reads an account's active lots in expiry order.
         Index(
             "ix_credit_lots_account_active",
