@@ -5,16 +5,17 @@ Shared by the sync job (matching an ambiguous attempt) and reconciliation (compa
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from ledger.money import Money
+from ledger.native import NativeTransaction
 from ledger.orders import native_amount
-from ledger.outbox import NativeTransaction
 from shopify_client import documents
 from shopify_client.graphql import AdminClient
-from shopify_client.ids import gid
+from shopify_client.ids import gid, numeric_id
 
-_KINDS = {
+_TYPENAMES = {
     "StoreCreditAccountCreditTransaction": "credit",
     "StoreCreditAccountDebitTransaction": "debit",
     "StoreCreditAccountDebitRevertTransaction": "debit_revert",
@@ -43,25 +44,44 @@ def find_account(client: AdminClient, shopify_customer_id: int, currency: str) -
 
 
 def recent_transactions(
-    client: AdminClient, account_gid: str, currency: str, *, first: int = 25
+    client: AdminClient, account_gid: str, *, first: int = 25
 ) -> list[NativeTransaction]:
     """The account's latest native transactions, newest first."""
-    data = client.query(documents.STORE_CREDIT_TRANSACTIONS, {"id": account_gid, "first": first})
+    data = client.query(
+        documents.STORE_CREDIT_ACTIVITY, {"id": account_gid, "first": first, "after": None}
+    )
     account = data.get("storeCreditAccount")
     if account is None:
         return []
-    return [transaction(node, currency) for node in account["transactions"]["nodes"]]
+    return [native_transaction(node) for node in account["transactions"]["nodes"]]
 
 
-def transaction(node: dict[str, Any], currency: str) -> NativeTransaction:
+def native_transaction(node: dict[str, Any]) -> NativeTransaction:
+    """A STORE_CREDIT_ACTIVITY node as the ledger's matching needs it."""
+    kind = _TYPENAMES.get(node["__typename"])
+    if kind is None:
+        raise ValueError(f"unknown store-credit transaction type {node['__typename']!r}")
+    origin = node.get("origin") or {}
+    order = origin.get("order") or {}
+    credit = node.get("creditTransaction") or {}
     return NativeTransaction(
+        kind=kind,
         gid=node.get("id"),
-        kind=_KINDS[node["__typename"]],
-        amount=native_amount(node["amount"]["amount"], currency).minor,
+        amount=native_money(node["amount"]),
         created_at=_time(node["createdAt"]),
+        event=node["event"],
+        origin_transaction=numeric_id(origin["id"]) if origin.get("id") else None,
+        origin_order=numeric_id(order["id"]) if order.get("id") else None,
         expires_at=_time(node["expiresAt"]) if node.get("expiresAt") else None,
+        credit_gid=credit.get("id"),
     )
 
 
+def native_money(value: dict[str, Any]) -> Money:
+    """A MoneyV2 from Shopify as exact Money (its amount never rounded)."""
+    return native_amount(value["amount"], value["currencyCode"])
+
+
 def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

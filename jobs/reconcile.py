@@ -39,12 +39,11 @@ from sqlalchemy.orm import Session
 from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
-from jobs.native import find_account
+from jobs.native import find_account, native_money, native_transaction
 from jobs.queues import redis_connection
 from ledger.errors import LedgerError
 from ledger.findings import open_finding_keys, open_findings
 from ledger.money import Money
-from ledger.orders import native_amount
 from ledger.reconcile import (
     UNMATCHED_NATIVE_SPEND,
     NativeAccount,
@@ -69,7 +68,6 @@ from shop_access import ShopNotConnected, admin_client
 from shopify_client import documents
 from shopify_client.errors import ShopifyClientError
 from shopify_client.graphql import AdminClient
-from shopify_client.ids import numeric_id
 from webhooks.handlers._orders import sync_order_from_shopify
 from webhooks.topics import Ignored
 
@@ -84,12 +82,6 @@ LOCK_TTL = timedelta(minutes=10)
 FIRST_PAGE, PAGE = 1, 50
 # What one account's native comparison may fail with and leave for the next run.
 _NATIVE_FAILURES = (ShopifyClientError, LedgerError, KeyError, TypeError, ValueError)
-_TYPENAMES = {
-    "StoreCreditAccountCreditTransaction": "credit",
-    "StoreCreditAccountDebitTransaction": "debit",
-    "StoreCreditAccountDebitRevertTransaction": "debit_revert",
-    "StoreCreditAccountExpirationTransaction": "expiration",
-}
 
 
 def reconcile_shop(shop_id: int, full: bool = False, now_iso: str | None = None) -> dict[str, Any]:
@@ -261,7 +253,7 @@ def read_native(session: Session, client: AdminClient, target: NativeTarget) -> 
         if account is None:  # closed in Shopify since
             return NativeAccount(None, Money(0, target.currency), [])
         if balance is None:  # the first page's: read with the newest transactions
-            balance = _money(account["balance"])
+            balance = native_money(account["balance"])
         page = account["transactions"]
         reached = False
         for node in page["nodes"]:
@@ -275,33 +267,3 @@ def read_native(session: Session, client: AdminClient, target: NativeTarget) -> 
         after, first = page["pageInfo"]["endCursor"], PAGE
     transactions.reverse()
     return NativeAccount(account_gid, balance, transactions)
-
-
-def native_transaction(node: dict[str, Any]) -> NativeTransaction:
-    """A STORE_CREDIT_ACTIVITY node as the ledger's matching needs it."""
-    kind = _TYPENAMES.get(node["__typename"])
-    if kind is None:
-        raise ValueError(f"unknown store-credit transaction type {node['__typename']!r}")
-    origin = node.get("origin") or {}
-    order = origin.get("order") or {}
-    credit = node.get("creditTransaction") or {}
-    return NativeTransaction(
-        kind=kind,
-        gid=node.get("id"),
-        amount=_money(node["amount"]),
-        created_at=_time(node["createdAt"]),
-        event=node["event"],
-        origin_transaction=numeric_id(origin["id"]) if origin.get("id") else None,
-        origin_order=numeric_id(order["id"]) if order.get("id") else None,
-        expires_at=_time(node["expiresAt"]) if node.get("expiresAt") else None,
-        credit_gid=credit.get("id"),
-    )
-
-
-def _money(value: dict[str, Any]) -> Money:
-    return native_amount(value["amount"], value["currencyCode"])
-
-
-def _time(value: str) -> datetime:
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -232,7 +232,7 @@ def _landed(
             )
         ).all()  # type: ignore[arg-type]  # not None by the WHERE clause
     )
-    match = match_native(row, recent_transactions(client, account_gid, row.currency), taken)
+    match = match_native(row, recent_transactions(client, account_gid), taken)
     if match is None:
         return None
     log.info("outbox row %d had landed as %s; not sent again", row.id, match.gid)

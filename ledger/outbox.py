@@ -13,7 +13,6 @@ for our transaction among the account's recent native ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from ledger.book import Actor, Book, LotRow
 from ledger.kinds import EntryKind
+from ledger.native import NativeTransaction
 from models import ShopifyOutbox
 
 MIRRORED_KINDS = {EntryKind.ISSUE.value, EntryKind.ADJUST.value, EntryKind.REVOKE.value}
@@ -62,17 +62,6 @@ def add(session: Session, by: Actor, book: Book, entry: dict[str, Any], lot: Lot
     )
 
 
-@dataclass(frozen=True)
-class NativeTransaction:
-    """One native store-credit transaction, as reconciliation and the sync job compare them."""
-
-    gid: str | None
-    kind: str  # credit | debit | debit_revert | expiration
-    amount: int  # minor units, signed as Shopify signs it (debits negative)
-    created_at: datetime
-    expires_at: datetime | None = None
-
-
 def match_native(
     row: ShopifyOutbox, recent: list[NativeTransaction], taken: set[str]
 ) -> NativeTransaction | None:
@@ -85,7 +74,7 @@ def match_native(
     kind = "credit" if row.operation == "credit" else "debit"
     signed = row.amount if kind == "credit" else -row.amount
     for tx in recent:
-        if tx.gid is None or tx.gid in taken or tx.kind != kind or tx.amount != signed:
+        if tx.gid is None or tx.gid in taken or tx.kind != kind or tx.amount.minor != signed:
             continue
         if tx.created_at < row.created_at - MATCH_SKEW:
             continue

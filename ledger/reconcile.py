@@ -56,6 +56,7 @@ from ledger.findings import (
 )
 from ledger.kinds import EntryKind, LotStatus
 from ledger.money import Money
+from ledger.native import NativeTransaction
 from ledger.verify import AccountCheck, Checkpoint, Violation, verify_accounts
 from models import (
     CreditAccount,
@@ -323,32 +324,6 @@ def _labels(session: Session, account_ids: list[int]) -> dict[int, tuple[int, st
 
 
 # -- against Shopify ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NativeTransaction:
-    """One native store-credit transaction, as the ledger needs it.
-
-    ``amount`` is signed as Shopify shows it: credits and returned debits above zero, debits
-    and expirations below.
-    """
-
-    kind: str  # credit | debit | debit_revert | expiration
-    gid: str | None  # expirations have none
-    amount: Money
-    created_at: datetime
-    event: str
-    origin_transaction: int | None = None  # the order transaction behind it, if any
-    origin_order: int | None = None
-    expires_at: datetime | None = None  # credits
-    credit_gid: str | None = None  # expirations: the credit they expired
-
-    @property
-    def key(self) -> str:
-        """The finding key naming this transaction."""
-        if self.gid is not None:
-            return f"native:{self.gid}"
-        return f"native:{self.credit_gid}:expiration"
 
 
 @dataclass(frozen=True)
