@@ -53,6 +53,14 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 
+# gunicorn 25+ opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl):
+# two instances on a host (the app and a worker pool, or a bench's two servers) would take
+# each other's. Off unless GUNICORN_CONTROL_SOCKET names a path of this instance's own.
+_control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+if _control_socket:
+    control_socket = _control_socket
+control_socket_disable = not _control_socket
+
 # Headers and request lines stay within Shopify's sizes; reject anything larger early.
 limit_request_line = 8190
 limit_request_fields = 100

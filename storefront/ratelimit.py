@@ -2,18 +2,23 @@
 
 Each limit is a sliding window of ``window`` seconds approximated from two fixed windows (the
 previous window's count weighted by how much of it still overlaps, plus the current count) —
-the estimate Cloudflare and others use. Every process counts its own admissions and, every
-``sync_interval`` seconds, a background thread adds them to Redis (``INCRBY`` on the current
-window's key, one pipeline for all keys) and reads back the total all processes reached. A hit
-is admitted while ``previous * overlap + total_read_back + admitted_here_since`` stays under the
-limit, so between two syncs a process may admit at most what the other processes admitted in
-that interval too much: with P processes each seeing r requests/s, at most about
-P × r × sync_interval over the limit. Rejected hits are not counted (a client that keeps
-retrying is not locked out longer than the window).
+the estimate Cloudflare and others use. Every process counts its own admissions and now and
+then adds them to Redis (``INCRBY`` on the current window's key, one pipeline for every key
+with new counts) and reads back the total all processes reached. A hit is admitted while
+``previous * overlap + total_read_back + admitted_here_since`` stays under the limit.
+
+When to share: at least every ``sync_interval`` seconds, and at once when a key has gathered
+``limit / 50`` unshared admissions (at least 1: a small limit is shared on every hit). The
+request that notices does it, in its own thread: a background thread would wake several times
+a second, and every wake-up of a second thread costs the request threads a GIL hand-off, which
+on a busy machine showed up as milliseconds of p99. So between two shares a process may admit
+what the others admitted meanwhile: at most about 2 % of the limit per process, plus what the
+others admitted within the last ``sync_interval`` if they were slower than that. Rejected hits
+are not counted (a client that keeps retrying is not locked out longer than the window).
 
 Without Redis (REDIS_URL unset) or while it is unreachable, counts stay in the process: each
 process enforces the limit on its own share (errors are logged, counts are sent when Redis
-answers again).
+answers again; meanwhile a retry comes at most every ``RETRY_SECONDS``).
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ from dataclasses import dataclass
 
 import redis
 
-from storefront.process import current_pid
-
 log = logging.getLogger(__name__)
 
 MAX_COUNTERS = 200_000  # distinct (scope, key) tracked per process before old ones are dropped
+SHARE_FRACTION = 50  # share a key's counts once it holds limit / SHARE_FRACTION unshared
+RETRY_SECONDS = 5.0  # after Redis failed, how long requests do not try it again
 _LOG_EVERY = 10.0
 
 
@@ -48,7 +53,7 @@ class RateLimiter:
         client: redis.Redis | None,
         *,
         window: int = 60,
-        sync_interval: float = 0.2,
+        sync_interval: float = 1.0,
         prefix: str = "cc:rl",
     ) -> None:
         self.client = client
@@ -58,15 +63,13 @@ class RateLimiter:
         self._counters: dict[tuple[str, str], _Counter] = {}
         self._late: dict[tuple[str, str, int], int] = {}  # pending of windows that rolled over
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._thread_pid = 0
+        self._sync_lock = threading.Lock()
+        self._next_sync = time.monotonic() + sync_interval
+        self._paused_until = 0.0  # after a failure: no request tries Redis before this
         self._last_log = -_LOG_EVERY
 
     def hit(self, scope: str, key: str, limit: int, now: float) -> int | None:
         """Count one request; None if admitted, else the seconds to wait (Retry-After)."""
-        if self.client is not None and self._thread_pid != current_pid():
-            self._start_sync()
         index, elapsed = divmod(now, self.window)
         window = int(index)
         with self._lock:
@@ -82,6 +85,12 @@ class RateLimiter:
             if counter.previous * overlap + current + 1 > limit:
                 return self._retry_after(counter.previous, current, limit, elapsed)
             counter.pending += 1
+            share_now = counter.pending >= max(1, limit // SHARE_FRACTION)
+        if self.client is not None:
+            monotonic = time.monotonic()
+            due = share_now or monotonic >= self._next_sync
+            if due and monotonic >= self._paused_until:
+                self._share()
         return None
 
     def _roll(self, scope: str, key: str, counter: _Counter, window: int) -> None:
@@ -112,22 +121,14 @@ class RateLimiter:
 
     # -- sharing counts through Redis -------------------------------------------------------
 
-    def _start_sync(self) -> None:
-        with self._lock:
-            pid = current_pid()
-            if self._thread_pid == pid:
-                return
-            self._stop = threading.Event()
-            self._thread = threading.Thread(
-                target=self._sync_loop, name="storefront-rate-sync", daemon=True
-            )
-            self._thread.start()
-            self._thread_pid = pid
-
-    def _sync_loop(self) -> None:
-        while not self._stop.wait(self.sync_interval):
+    def _share(self) -> None:
+        """Sync from this request's thread, unless another thread is already at it."""
+        if not self._sync_lock.acquire(blocking=False):
+            return
+        try:
             self.sync()
-        self.sync()
+        finally:
+            self._sync_lock.release()
 
     def sync(self) -> None:
         """Add this process's admissions to Redis and read back every process's totals."""
@@ -139,6 +140,7 @@ class RateLimiter:
             for k, _, pending in taken:
                 self._counters[k].pending -= pending
             late, self._late = self._late, {}
+        self._next_sync = time.monotonic() + self.sync_interval
         if not taken and not late:
             return
         try:
@@ -153,6 +155,7 @@ class RateLimiter:
             results = pipe.execute()
         except redis.RedisError as error:
             self._give_back(taken, late)
+            self._paused_until = time.monotonic() + RETRY_SECONDS
             self._log_failure(error)
             return
         with self._lock:
@@ -188,9 +191,5 @@ class RateLimiter:
             log.warning("rate limits: Redis unreachable (%s); counting in this process", error)
 
     def close(self) -> None:
-        thread = self._thread
-        if thread is not None and self._thread_pid == current_pid():
-            self._stop.set()
-            thread.join(timeout=5)
-        self._thread = None
-        self._thread_pid = 0
+        """Send what is still unshared (best effort)."""
+        self._share()

@@ -36,6 +36,7 @@ def test_defaults(monkeypatch):
     assert config["keepalive"] > 60  # longer than a load balancer's idle timeout
     assert config["worker_tmp_dir"] == "/dev/shm"
     assert config["preload_app"] is False
+    assert config["control_socket_disable"] is True
 
 
 def test_environment_wins(monkeypatch):
@@ -78,6 +79,7 @@ def test_a_real_gunicorn_logs_paths_without_queries(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+    assert "Control socket" not in errors.read_text()  # off: one fixed path per user
     logged = access.read_text()
     assert '"GET /healthz HTTP/1.1" 200' in logged
     assert "deadbeef" not in logged

@@ -3,6 +3,7 @@ counting (shared through real Redis in batches, per process without it)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -92,9 +93,9 @@ def limiters(redis_url: str):
     made: list[RateLimiter] = []
     prefix = f"test-rl-{uuid.uuid4().hex[:8]}"
 
-    def make(url: str | None = redis_url) -> RateLimiter:
+    def make(url: str | None = redis_url, interval: float = 3600) -> RateLimiter:
         client = None if url is None else redis.Redis.from_url(url, socket_timeout=0.5)
-        limiter = RateLimiter(client, window=60, sync_interval=3600, prefix=prefix)
+        limiter = RateLimiter(client, window=60, sync_interval=interval, prefix=prefix)
         made.append(limiter)
         return limiter
 
@@ -105,21 +106,66 @@ def limiters(redis_url: str):
             limiter.client.close()
 
 
-def test_processes_share_their_counts_through_redis(limiters):
-    first, second = limiters(), limiters()
+def shared(redis_client: redis.Redis, limiter: RateLimiter, scope: str, key: str) -> int:
+    window = WINDOW_START // 60
+    value = redis_client.get(f"{limiter.prefix}:{scope}:{key}:{window}")
+    return int(value or 0)
+
+
+def test_a_small_limit_is_shared_on_every_hit(limiters):
+    first, second = limiters(), limiters()  # two processes
     now = WINDOW_START + 10
     for _ in range(5):
         assert first.hit("ip", "a", 10, now) is None
         assert second.hit("ip", "a", 10, now) is None
-    assert first.hit("ip", "a", 10, now) is None  # 6 here; it knows of no others yet
-    first.sync()
-    second.sync()  # reads back 11
+    # limit / 50 < 1: every admission goes to Redis at once and reads the total back, so a
+    # process is at most one admission behind: ``second`` shared last and knows all ten,
+    # ``first`` knew nine and admits one more, then knows eleven.
     assert second.hit("ip", "a", 10, now) is not None
-    # ``first`` learns the others' counts with its next send: until then it admits (the
-    # over-admission the module docstring bounds), after it it refuses too.
     assert first.hit("ip", "a", 10, now) is None
-    first.sync()
     assert first.hit("ip", "a", 10, now) is not None
+    assert second.hit("ip", "a", 10, now) is not None
+
+
+def test_a_large_limit_is_shared_in_batches(limiters, redis_client):
+    first, second = limiters(), limiters()
+    now = WINDOW_START + 10
+    for _ in range(19):
+        assert first.hit("shop", "s", 1000, now) is None
+    assert shared(redis_client, first, "shop", "s") == 0  # no round trip yet
+    assert first.hit("shop", "s", 1000, now) is None  # the 20th: 1000 / 50
+    assert shared(redis_client, first, "shop", "s") == 20
+    for _ in range(20):
+        second.hit("shop", "s", 1000, now)
+    assert shared(redis_client, first, "shop", "s") == 40
+    # ``first`` learns the others' counts when it next shares: it may admit up to one batch
+    # more than the limit meanwhile (the over-admission the module docstring bounds).
+    for _ in range(19):
+        first.hit("shop", "s", 1000, now)
+    first.hit("shop", "s", 1000, now)
+    assert shared(redis_client, first, "shop", "s") == 60
+
+
+def test_counts_are_shared_at_least_every_interval(limiters, redis_client):
+    limiter = limiters(interval=0.05)
+    now = WINDOW_START + 10
+    assert limiter.hit("shop", "t", 1000, now) is None
+    assert shared(redis_client, limiter, "shop", "t") == 0
+    time.sleep(0.06)
+    assert limiter.hit("shop", "t", 1000, now) is None
+    assert shared(redis_client, limiter, "shop", "t") == 2
+
+
+def test_an_over_limit_process_learns_it_from_the_others(limiters):
+    first, second = limiters(), limiters()
+    now = WINDOW_START + 10
+    for _ in range(100):
+        assert first.hit("shop", "u", 100, now) is None  # shared every 2 hits
+    # ``second`` has shared nothing yet, so it has read nothing back either: it admits one
+    # batch (100 / 50 = 2), shares it, reads back 102 and refuses from then on.
+    assert second.hit("shop", "u", 100, now) is None
+    assert second.hit("shop", "u", 100, now) is None
+    assert second.hit("shop", "u", 100, now) is not None
 
 
 def test_without_redis_each_process_counts_alone(limiters):
