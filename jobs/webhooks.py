@@ -17,15 +17,9 @@ seconds.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from redis import Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -34,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from extensions import current_session
+from jobs.queues import REDIS_DOWN, shared_queue
 from models import Shop, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -53,7 +48,6 @@ PAYLOAD_RETENTION = timedelta(days=30)
 PRUNE_BATCH = 1000
 ERROR_LIMIT = 2000
 # Redis unavailable: the delivery stays recorded and the sweeper enqueues it later.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 TERMINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 _events = cast(Table, WebhookEvent.__table__)
@@ -61,29 +55,10 @@ _events = cast(Table, WebhookEvent.__table__)
 
 # -- enqueueing --------------------------------------------------------------------------------
 
-_queues: dict[str, Queue] = {}
-_queues_lock = threading.Lock()
-
 
 def webhook_queue(redis_url: str) -> Queue:
-    """This process's queue for ``redis_url``: one client and pool, reused by every request.
-
-    Short socket timeouts and a single immediate retry (a pooled connection Redis closed is
-    replaced once); redis-py's default would retry ten times with backoff.
-    """
-    queue = _queues.get(redis_url)
-    if queue is not None:
-        return queue
-    with _queues_lock:
-        if redis_url not in _queues:
-            connection = Redis.from_url(
-                redis_url,
-                socket_connect_timeout=0.5,
-                socket_timeout=1.0,
-                retry=RedisRetry(NoBackoff(), 1),
-            )
-            _queues[redis_url] = Queue(QUEUE, connection=connection)
-        return _queues[redis_url]
+    """This process's ``webhooks`` queue: one client and pool, reused by every request."""
+    return shared_queue(redis_url, QUEUE)
 
 
 def job_id(event_id: int) -> str:

@@ -10,35 +10,21 @@ cached balance after a committed webhook would fail here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 
-from config import DEFAULT_SCOPES
 from extensions import db
 from jobs.webhooks import process_webhook
 from models import WebhookEvent
 from storefront.wiring import current_storefront
-from tests.conftest import auth, settings_changed
+from tests.conftest import auth
 from tests.fake_shopify import FakeShopify
 
 CUSTOMER = 7302
 ORDER = 450101
 REFUND = 990101
-
-
-@pytest.fixture
-def connected(app_context: Flask, shopify: FakeShopify) -> Iterator[FakeShopify]:
-    granted = shopify.scopes
-    shopify.scopes = tuple(DEFAULT_SCOPES.split(","))
-    try:
-        with settings_changed(app_context, shopify_admin_origin=shopify.origin_template):
-            yield shopify
-    finally:
-        shopify.scopes = granted
 
 
 @pytest.fixture
