@@ -168,6 +168,11 @@ def sync_to_shopify(entry_id: str, now_iso: str | None = None) -> str:
         # The merchant must reopen the app (or reinstall): keep the row, look again later.
         return _release(session, row, now, error, delay=timedelta(hours=1), counted=False)
     except AmbiguousMutation as error:
+        if row.attempts >= MAX_ATTEMPTS:
+            # Reconciliation tells whether it landed (and re-queues the row if it did not).
+            return _bury(
+                session, row, now, f"still ambiguous after {row.attempts} attempts: {error}"
+            )
         _release(session, row, now, error, delay=_backoff(row.attempts), ambiguous=True)
         raise  # RQ's Retry runs it again soon; the next attempt matches before it sends
     except (ShopifyClientError, OSError) as error:

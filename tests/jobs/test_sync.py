@@ -225,3 +225,24 @@ def test_one_in_five_calls_failing_still_mirrors_every_credit_exactly_once(clien
     assert (
         connected.shop(shop.domain).balance(CUSTOMER, "USD") == f"{total // 100}.{total % 100:02d}"
     )
+
+
+def test_a_row_that_stays_ambiguous_ends_dead_for_reconciliation(client, connected, shop):
+    from jobs.sync import MAX_ATTEMPTS
+
+    receipt = issue(client, shop, "2.00")
+    connected.faults.add("server_error", operation="storeCreditAccountCredit", times=MAX_ATTEMPTS)
+    outcomes = []
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            outcomes.append(
+                sync_to_shopify(
+                    receipt["entry"]["id"], (datetime.now(UTC) + timedelta(days=1)).isoformat()
+                )
+            )
+        except AmbiguousMutation:
+            outcomes.append("ambiguous")
+    assert outcomes[-1] == "dead"
+    row = outbox(receipt["entry"]["id"])
+    assert (row.state, row.ambiguous) == ("dead", True)
+    assert "still ambiguous" in row.last_error
