@@ -44,18 +44,26 @@ from flask import Flask  # noqa: E402
 from sqlalchemy import Engine, func, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from bench._common import (  # noqa: E402
+    insert_shop,
+    make_app,
+    postgres_url,
+    print_load_average,
+    process_cpu,
+    service_pids,
+    tree_cpu,
+    upgrade_schema,
+    verify_sample,
+)
 from blueprints.settings import current_settings  # noqa: E402
-from config import DEVELOPMENT_FERNET_KEY, Settings  # noqa: E402
 from extensions import db  # noqa: E402
 from jobs.bulk import LANES, bulk_issue, enqueue_bulk_issue  # noqa: E402
 from ledger import bulk  # noqa: E402
 from ledger.money import Money  # noqa: E402
-from ledger.verify import verify_account  # noqa: E402
 from models import (  # noqa: E402
     GENESIS_HASH,
     BulkImport,
     BulkImportRow,
-    CreditAccount,
     CreditLot,
     LedgerEntry,
     Shop,
@@ -73,42 +81,13 @@ ACTOR = "system:bench"
 # -- set-up ---------------------------------------------------------------------------------
 
 
-def make_app(url: str, redis_url: str | None) -> Flask:
-    from app import create_app
-
-    settings = Settings(
-        env="test",
-        secret_key="bench-secret-key",
-        shopify_api_key="bench-api-key",
-        shopify_api_secret="bench-api-secret-0123456789abcdef0123456789",
-        token_encryption_keys=(DEVELOPMENT_FERNET_KEY,),
-        database_url=url,
-        redis_url=redis_url,
-    )
-    return create_app(settings)
-
-
-def migrate(app: Flask) -> None:
-    from flask_migrate import upgrade
-
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
-
-
 def new_shop(engine: Engine) -> Shop:
-    now = datetime.now(UTC)
-    with Session(engine, expire_on_commit=False) as session:
-        shop = Shop(
-            domain=f"bulk-bench-{time.time_ns()}.myshopify.com",
-            currency="USD",
-            timezone="America/New_York",
-            installed_at=now,
-            created_at=now,
-            native_sync=False,  # mirroring is the sync job's, paced by Shopify: not timed here
-        )
-        session.add(shop)
-        session.commit()
-        return shop
+    return insert_shop(
+        engine,
+        "bulk",
+        timezone="America/New_York",
+        native_sync=False,  # mirroring is the sync job's, paced by Shopify: not timed here
+    )
 
 
 def seed_known_customers(engine: Engine, shop_id: int, count: int) -> None:
@@ -154,35 +133,11 @@ def csv_file(rows: int, first: int, seed: int) -> bytes:
 # -- measuring --------------------------------------------------------------------------------
 
 
-def postgres_cpu(data_dir: Path | None) -> float:
-    """CPU seconds of the PostgreSQL cluster: the postmaster, its reaped children, live ones."""
-    if data_dir is None:
-        return float("nan")
-    try:
-        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        try:
-            fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(pid_dir.name), int(fields[1])
-        if pid == postmaster:
-            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-        elif ppid == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds of process ``pid`` and of its children it has reaped (work-horses)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+def postgres_cpu() -> float:
+    """CPU seconds of the PostgreSQL cluster: the postmaster, its reaped children, live ones;
+    NaN when scripts/with-services.sh did not start it."""
+    postmaster = service_pids().get("postgres")
+    return float("nan") if postmaster is None else tree_cpu(postmaster, reaped=True)
 
 
 class Worker:
@@ -285,16 +240,7 @@ def check_books(engine: Engine, shop_id: int, import_id: int, rows: int) -> list
         )
         if lots != {"bulk": reported}:
             problems.append(f"lots by source {lots}; the report's totals sum to {reported}")
-        sample = session.scalars(
-            select(CreditAccount.id)
-            .where(CreditAccount.shop_id == shop_id)
-            .order_by(func.random())
-            .limit(SAMPLE)
-        ).all()
-        for account_id in sample:
-            violations = verify_account(session, account_id)
-            if violations:
-                problems.append(f"account {account_id}: {violations[:2]}")
+        problems += verify_sample(session, shop_id, SAMPLE)
     return problems
 
 
@@ -329,20 +275,15 @@ def lanes_compare(app: Flask, engine: Engine, shop: Shop) -> list[str]:
 
 
 def main() -> int:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    url = postgres_url()
     redis_url = os.environ.get("REDIS_URL")
-    if not url.startswith("postgresql") or not redis_url:
+    if not url or not redis_url:
         print("bench/bulk.py needs DATABASE_URL (PostgreSQL) and REDIS_URL: `make bench B=bulk`")
         return 2
-    socket_dir = os.environ.get("PGHOST_SOCKET_DIR")
-    data_dir = Path(socket_dir) / "pgdata" if socket_dir else None
-    load = os.getloadavg()
-    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print_load_average("before")
 
     app = make_app(url, redis_url)
-    migrate(app)
+    upgrade_schema(app)
     with app.app_context():
         engine = db.engine
         shop = new_shop(engine)
@@ -371,14 +312,14 @@ def main() -> int:
 
         worker = Worker(url, redis_url)
         try:
-            pg_before, cpu_before = postgres_cpu(data_dir), worker.cpu()
+            pg_before, cpu_before = postgres_cpu(), worker.cpu()
             issue_start = time.perf_counter()
             with Session(engine, expire_on_commit=False) as session:
                 bulk.start_import(session, shop.id, found.id, actor=ACTOR, now=datetime.now(UTC))
             how = enqueue_bulk_issue(current_settings(), found.id)
             wait_until_finished(engine, found.id, worker)
             issue = time.perf_counter() - issue_start
-            pg_cpu, worker_cpu = postgres_cpu(data_dir) - pg_before, worker.cpu() - cpu_before
+            pg_cpu, worker_cpu = postgres_cpu() - pg_before, worker.cpu() - cpu_before
         finally:
             worker.stop()
 
@@ -387,7 +328,6 @@ def main() -> int:
         engine.dispose()
 
     total = upload + issue
-    load = os.getloadavg()
     print()
     print(f"bulk issue: {ROWS} rows, job {how}, {LANES} lanes in one running worker")
     print(f"  upload (parse, check, store rows): {upload:6.1f} s")
@@ -402,7 +342,7 @@ def main() -> int:
     if compare:
         print("lanes, in this process:")
         print("\n".join(compare))
-    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print_load_average("after")
     if problems:
         print("FAILED: the books do not add up:")
         print("\n".join(f"  {p}" for p in problems))

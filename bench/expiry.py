@@ -38,7 +38,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,13 +49,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import Engine, create_engine, event, func, select, text  # noqa: E402
+from sqlalchemy import Engine, create_engine, event, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench.ledger import checkpoint, migrate, server_facts  # noqa: E402
+from bench._common import (  # noqa: E402
+    checkpoint,
+    insert_shop,
+    migrate,
+    postgres_url,
+    print_load_average,
+    server_facts,
+    verify_sample,
+)
 from ledger.expiry import BATCH_SIZE, expire_due  # noqa: E402
-from ledger.verify import verify_account  # noqa: E402
-from models import CreditAccount, Shop  # noqa: E402
 from tests.ledger.bulk_lots import create_accounts, fill_accounts  # noqa: E402
 
 LOTS = int(os.environ.get("BENCH_LOTS", "1000000"))
@@ -109,16 +114,7 @@ def _fill(url: str, shop_id: int, part: tuple[int, int]) -> int:
 
 
 def new_shop(engine: Engine, label: str) -> int:
-    with Session(engine) as session:
-        shop = Shop(
-            domain=f"bench-expiry-{label}-{uuid.uuid4().hex[:8]}.myshopify.com",
-            currency="USD",
-            timezone="UTC",
-            created_at=datetime.now(UTC),
-        )
-        session.add(shop)
-        session.commit()
-        return shop.id
+    return insert_shop(engine, f"expiry-{label}", installed_at=None).id
 
 
 def seed_shop(url: str, engine: Engine, label: str, lots: int) -> int:
@@ -356,16 +352,7 @@ def check_ledger_shop(engine: Engine, shop_id: int, lots: int) -> list[str]:
         )
         if off:
             problems.append(f"{off} accounts whose head, balance or chain is off")
-        sample = check.scalars(
-            select(CreditAccount.id)
-            .where(CreditAccount.shop_id == shop_id)
-            .order_by(func.random())
-            .limit(VERIFY_SAMPLE)
-        ).all()
-        for account_id in sample:
-            violations = verify_account(check, account_id)
-            if violations:
-                problems.append(f"account {account_id}: {violations[:2]}")
+        problems += verify_sample(check, shop_id, VERIFY_SAMPLE)
     return problems
 
 
@@ -389,14 +376,11 @@ def check_raw_shop(engine: Engine, shop_id: int, lots: int) -> list[str]:
 
 
 def main() -> int:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if not url.startswith("postgresql"):
+    url = postgres_url()
+    if not url:
         print("bench/expiry.py needs DATABASE_URL on PostgreSQL: run `make bench B=expiry`")
         return 2
-    load = os.getloadavg()
-    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print_load_average("before")
     migrate(url)
     engine = create_engine(url)
     trusted = trusted_engine(url)

@@ -35,12 +35,19 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Engine, create_engine, func, select, text  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from config import DEVELOPMENT_FERNET_KEY, Settings  # noqa: E402
+from bench._common import (  # noqa: E402
+    checkpoint,
+    insert_shop,
+    migrate,
+    postgres_url,
+    print_load_average,
+    server_facts,
+)
 from ledger import operations  # noqa: E402
 from ledger.book import Actor  # noqa: E402
 from ledger.money import Money  # noqa: E402
 from ledger.verify import verify_account  # noqa: E402
-from models import CreditAccount, Customer, LedgerEntry, Shop  # noqa: E402
+from models import CreditAccount, Customer, LedgerEntry  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "1"))
@@ -150,22 +157,6 @@ def actor(shop_id: int, key: str) -> Actor:
     return Actor(
         shop_id=shop_id, now=datetime.now(UTC), actor="bench", reason="bench", idempotency_key=key
     )
-
-
-def new_shop(sessions: sessionmaker[Session], label: str) -> int:
-    with sessions() as session:
-        now = datetime.now(UTC)
-        shop = Shop(
-            domain=f"bench-{label}-{uuid.uuid4().hex[:10]}.myshopify.com",
-            name=f"Bench {label}",
-            currency="USD",
-            timezone="UTC",
-            installed_at=now,
-            created_at=now,
-        )
-        session.add(shop)
-        session.commit()
-        return shop.id
 
 
 def fund(sessions: sessionmaker[Session], shop_id: int, customers: range, minor: int) -> float:
@@ -347,53 +338,12 @@ def check_raw(engine: Engine, case: str, ids: tuple[int, int], initial: int, run
 # -- main -----------------------------------------------------------------------------------
 
 
-def migrate(url: str) -> None:
-    """The schema the real way: the app factory, then Alembic's upgrade."""
-    from flask_migrate import upgrade
-
-    from app import create_app
-    from extensions import db
-
-    settings = Settings(
-        env="test",
-        secret_key="bench-secret-key",
-        shopify_api_key="bench-api-key",
-        shopify_api_secret="bench-api-secret-0123456789abcdef0123456789",
-        token_encryption_keys=(DEVELOPMENT_FERNET_KEY,),
-        database_url=url,
-    )
-    app = create_app(settings)
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
-        db.engine.dispose()
-
-
-def checkpoint(engine: Engine) -> None:
-    """Flush dirty pages between runs so that one run's checkpoint does not land in the next."""
-    with engine.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-
-
-def server_facts(engine: Engine) -> str:
-    with engine.connect() as conn:
-        version = conn.scalar(text("SHOW server_version"))
-        settings = {
-            name: conn.scalar(text(f"SHOW {name}"))
-            for name in ("fsync", "synchronous_commit", "full_page_writes")
-        }
-    flags = ", ".join(f"{name}={value}" for name, value in settings.items())
-    return f"PostgreSQL {version}, {flags}"
-
-
 def main() -> int:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if not url.startswith("postgresql"):
+    url = postgres_url()
+    if not url:
         print("bench/ledger.py needs DATABASE_URL on PostgreSQL: run `make bench B=ledger`")
         return 2
-    load = os.getloadavg()
-    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print_load_average("before")
 
     t0 = time.perf_counter()
     migrate(url)
@@ -401,7 +351,7 @@ def main() -> int:
     sessions = sessionmaker(bind=engine)
     print(f"schema migrated in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    hot_shop = new_shop(sessions, "hot")
+    hot_shop = insert_shop(engine, "hot", name="Bench hot").id
     with sessions() as session:
         for lot in range(HOT_LOTS):
             operations.issue(
@@ -417,7 +367,7 @@ def main() -> int:
         )
     assert hot_account is not None
 
-    uniform_shop = new_shop(sessions, "uniform")
+    uniform_shop = insert_shop(engine, "uniform", name="Bench uniform").id
     setup_s = fund(sessions, uniform_shop, range(1, ACCOUNTS + 1), UNIFORM_MINOR)
     print(
         f"funded {ACCOUNTS} accounts via operations.issue in {SETUP_THREADS} threads:"

@@ -43,7 +43,13 @@ sys.path.insert(0, str(ROOT))
 from flask import Flask  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
-from config import DEVELOPMENT_FERNET_KEY, Settings  # noqa: E402
+from bench._common import (  # noqa: E402
+    ProcStat,
+    insert_shop,
+    make_app,
+    postgres_url,
+    upgrade_schema,
+)
 from ledger.chain import GENESIS_HASH, canonical_entry, chain_hash  # noqa: E402
 
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "10000"))
@@ -242,14 +248,8 @@ def _backend_cpu(engine: Engine) -> dict[int, int]:
                 )
             ).scalars()
         )
-        ticks: dict[int, int] = {}
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone, or not on this machine
-            ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
+    stats = (ProcStat.read(pid) for pid in pids)
+    return {stat.pid: stat.own_ticks for stat in stats if stat is not None}  # None: gone
 
 
 def tamper(engine: Engine, shop_id: int) -> int:
@@ -280,41 +280,24 @@ def tamper(engine: Engine, shop_id: int) -> int:
 
 
 def main() -> int:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if not url.startswith("postgresql"):
+    url = postgres_url()
+    if not url:
         print("bench/reconcile.py needs DATABASE_URL on PostgreSQL: run `make bench B=reconcile`")
         return 2
-    from flask_migrate import upgrade
-
-    from app import create_app
     from extensions import db
 
-    settings = Settings(
-        env="test",
-        secret_key="bench-secret-key",
-        shopify_api_key="bench-api-key",
-        shopify_api_secret="bench-api-secret-0123456789abcdef0123456789",
-        token_encryption_keys=(DEVELOPMENT_FERNET_KEY,),
-        database_url=url,
-        redis_url=os.environ.get("REDIS_URL"),
-    )
-    app = create_app(settings)
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
+    app = make_app(url, os.environ.get("REDIS_URL"))
+    upgrade_schema(app)
     engine = create_engine(url)
-    with engine.begin() as conn:
-        shop_id = int(
-            conn.execute(
-                text(
-                    "INSERT INTO shops (domain, currency, timezone, installed_at, created_at,"
-                    " native_sync, auto_repair, notify_customer)"
-                    " VALUES (:domain, 'USD', 'UTC', :at, :at, false, true, false) RETURNING id"
-                ),
-                {"domain": f"bench-reconcile-{uuid.uuid4().hex[:8]}.myshopify.com", "at": BASE},
-            ).scalar_one()
-        )
+    shop_id = insert_shop(
+        engine,
+        "reconcile",
+        installed_at=BASE,
+        created_at=BASE,
+        native_sync=False,
+        auto_repair=True,
+        notify_customer=False,
+    ).id
     total = ACCOUNTS * ENTRIES_PER
     print(f"seeding {total:,} entries ({ACCOUNTS:,} accounts x {ENTRIES_PER}) ...", flush=True)
     generating, loading = seed(engine, shop_id)

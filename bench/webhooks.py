@@ -31,19 +31,14 @@ BENCH_ROUNDS (3), BENCH_CONNECTIONS (32), BENCH_LIGHT_CONNECTIONS (4), BENCH_WRK
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 # Run as a script, sys.path[0] is bench/: keep it from shadowing the project's packages.
@@ -53,10 +48,27 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
 
-from config import DEVELOPMENT_FERNET_KEY, Settings  # noqa: E402
-from models import Shop, WebhookEvent  # noqa: E402
+from bench._common import (  # noqa: E402
+    API_SECRET,
+    insert_shop,
+    migrate,
+    postgres_url,
+    print_load_average,
+    service_pids,
+    tree_cpu,
+)
+from bench._serving import (  # noqa: E402
+    SIDES_HEADER,
+    WARMUP_SECONDS,
+    Gunicorn,
+    Side,
+    describe_gunicorn,
+    ensure_wrk,
+    production_env,
+    run_wrk,
+)
+from models import WebhookEvent  # noqa: E402
 from webhooks.verify import sign  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
@@ -66,15 +78,12 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 LIGHT_CONNECTIONS = int(os.environ.get("BENCH_LIGHT_CONNECTIONS", "4"))
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "1"))
 BODIES = int(os.environ.get("BENCH_BODIES", "256"))
-WARMUP_SECONDS = 3
 GOAL_THROUGHPUT = 0.5
 GOAL_P99_MS = 100.0
 
-API_SECRET = "bench-api-secret-0123456789abcdef0123456789"
 QUEUE_KEY = "rq:queue:webhooks"
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 
-WRK_SCRIPT = """
+WRK_REQUEST = """
 local deliveries = {%(deliveries)s}
 local shop = "%(shop)s"
 local run = "%(run)s"
@@ -101,62 +110,7 @@ request = function()
     ["X-Shopify-Triggered-At"] = "2026-11-22T12:00:00.000000000Z",
   }, d[2])
 end
-
-done = function(summary, latency, requests)
-  local points = {}
-  for p = 1, 199 do points[#points + 1] = latency:percentile(p / 2) end
-  for _, p in ipairs({99.5, 99.9}) do points[#points + 1] = latency:percentile(p) end
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH {"requests":%%d,"duration_us":%%d,"socket_errors":%%d,"non_2xx":%%d,' ..
-    '"p50":%%d,"p99":%%d,"points":[%%s]}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99), table.concat(points, ",")))
-end
 """
-
-
-# -- one side's figures ---------------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    name: str
-    runs: list[dict[str, object]] = field(default_factory=list)
-
-    @property
-    def requests(self) -> int:
-        return sum(int(r["requests"]) for r in self.runs)  # type: ignore[call-overload]
-
-    @property
-    def seconds(self) -> float:
-        return sum(int(r["duration_us"]) for r in self.runs) / 1e6  # type: ignore[call-overload]
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
-
-    @property
-    def failures(self) -> int:
-        return sum(int(r["socket_errors"]) + int(r["non_2xx"]) for r in self.runs)  # type: ignore[call-overload]
-
-    def quantile(self, q: float) -> float:
-        """Latency quantile (ms) over all runs: each run's percentile curve, weighted by its
-        request count (wrk keeps no raw samples to merge)."""
-        weighted: list[tuple[float, float]] = []
-        for run in self.runs:
-            points = run["points"]
-            assert isinstance(points, list)
-            weight = int(run["requests"]) / len(points)  # type: ignore[call-overload]
-            weighted += [(float(p) / 1000, weight) for p in points]
-        weighted.sort()
-        total = sum(w for _, w in weighted)
-        seen = 0.0
-        for value, weight in weighted:
-            seen += weight
-            if seen >= q * total:
-                return value
-        return weighted[-1][0]
 
 
 # -- the deliveries -------------------------------------------------------------------------
@@ -215,114 +169,6 @@ def lua_deliveries() -> str:
     )
 
 
-# -- services -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit("bench/webhooks.py needs wrk: apt-get install wrk")
-    print("installing wrk with apt-get ...", flush=True)
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "check": True}
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, **quiet)  # type: ignore[call-overload]
-    subprocess.run(  # type: ignore[call-overload]
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env, **quiet
-    )
-    found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("wrk still missing after apt-get install")
-    return found
-
-
-def migrate(url: str) -> None:
-    """The schema the real way: the app factory, then Alembic's upgrade."""
-    from flask_migrate import upgrade
-
-    from app import create_app
-    from extensions import db
-
-    settings = Settings(
-        env="test",
-        secret_key="bench-secret-key",
-        shopify_api_key="bench-api-key",
-        shopify_api_secret=API_SECRET,
-        token_encryption_keys=(DEVELOPMENT_FERNET_KEY,),
-        database_url=url,
-    )
-    app = create_app(settings)
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
-        db.engine.dispose()
-
-
-def install_shop(url: str) -> str:
-    engine = create_engine(url)
-    now = datetime.now(UTC)
-    with Session(engine) as session:
-        shop = Shop(
-            domain=f"bench-{uuid.uuid4().hex[:10]}.myshopify.com",
-            name="Bench webhooks",
-            currency="USD",
-            timezone="UTC",
-            installed_at=now,
-            created_at=now,
-        )
-        session.add(shop)
-        session.commit()
-        domain = shop.domain
-    engine.dispose()
-    return domain
-
-
-def serve(app: str, port: int, env: dict[str, str], logs: Path, name: str) -> subprocess.Popen:
-    log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), app],
-        cwd=ROOT,
-        env=env | {"GUNICORN_BIND": f"127.0.0.1:{port}"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    process.log = log  # type: ignore[attr-defined]
-    return process
-
-
-def wait_ready(url: str, process: subprocess.Popen, logs: Path, name: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    print((logs / f"{name}.log").read_text()[-3000:], file=sys.stderr)
-    raise SystemExit(f"{name} did not come up on {url}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    process.log.close()  # type: ignore[attr-defined]
-
-
 # -- load -----------------------------------------------------------------------------------
 
 
@@ -336,25 +182,16 @@ def wrk(
     logs: Path,
     connections: int = CONNECTIONS,
 ) -> dict[str, object]:
-    script = logs / f"{run}.lua"
-    script.write_text(
-        WRK_SCRIPT % {"deliveries": DELIVERIES, "shop": shop, "run": run, "path": path}
-    )
-    command = [
+    request = WRK_REQUEST % {"deliveries": DELIVERIES, "shop": shop, "run": run, "path": path}
+    return run_wrk(
         binary,
-        f"-t{WRK_THREADS}",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(script),
+        request,
+        logs / f"{run}.lua",
         base + path,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("BENCH "))
-    result: dict[str, object] = json.loads(line[len("BENCH ") :])
-    return result
+        seconds=seconds,
+        connections=connections,
+        threads=WRK_THREADS,
+    )
 
 
 def check_answer(base: str, shop: str) -> None:
@@ -386,6 +223,13 @@ class Evidence:
     transactions: int  # PostgreSQL commits + rollbacks during the timed runs
 
 
+def install_shop(url: str) -> str:
+    engine = create_engine(url)
+    domain = insert_shop(engine, "webhooks", name="Bench webhooks").domain
+    engine.dispose()
+    return domain
+
+
 def recorded(url: str, runs: list[str]) -> tuple[int, int]:
     engine = create_engine(url)
     rows = distinct = 0
@@ -406,33 +250,6 @@ def count(url: str, sql: str) -> int:
         value = int(conn.execute(text(sql)).scalar_one())
     engine.dispose()
     return value
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of process ``root`` and its live children, from /proc."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(entry) == root or int(fields[1]) == root:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def service_pids() -> dict[str, int]:
-    """The throwaway PostgreSQL's postmaster and Redis, as scripts/with-services.sh started
-    them (their pid files sit in PGHOST_SOCKET_DIR); empty when run some other way."""
-    directory = Path(os.environ.get("PGHOST_SOCKET_DIR", "/nonexistent"))
-    pids = {}
-    for name, pid_file in (("postgres", "pgdata/postmaster.pid"), ("redis", "redis.pid")):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pids[name] = int((directory / pid_file).read_text().split()[0])
-    return pids
 
 
 class CpuMeter:
@@ -463,46 +280,34 @@ DELIVERIES = lua_deliveries()
 
 
 def main() -> int:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    url = postgres_url()
     redis_url = os.environ.get("REDIS_URL", "")
-    if not url.startswith("postgresql") or not redis_url:
+    if not url or not redis_url:
         print("bench/webhooks.py needs DATABASE_URL (PostgreSQL) and REDIS_URL: run `make bench`")
         return 2
-    binary = ensure_wrk()
-    load = os.getloadavg()
-    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    binary = ensure_wrk("bench/webhooks.py")
+    print_load_average("before")
     migrate(url)
     shop = install_shop(url)
     queue = redis.Redis.from_url(redis_url)
     queue.delete(QUEUE_KEY)
 
-    env = dict(os.environ) | {
-        "CREDITCRAFT_ENV": "production",
-        "SECRET_KEY": "bench-secret-key-" + "x" * 40,
-        "SHOPIFY_API_KEY": "bench-api-key",
-        "SHOPIFY_API_SECRET": API_SECRET,
-        "TOKEN_ENCRYPTION_KEYS": DEVELOPMENT_FERNET_KEY,
-        "DATABASE_URL": url,
-        "REDIS_URL": redis_url,
-    }
-    app_port, bare_port = free_port(), free_port()
-    app_base, bare_base = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{bare_port}"
+    env = production_env(url, redis_url)
     tag = uuid.uuid4().hex[:8]
     timed_runs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         logs = Path(tmp)
-        app_server = serve("app:create_app()", app_port, env, logs, "app")
-        bare_server = serve("bench._bare_webhook_app:app", bare_port, env, logs, "bare")
-        try:
-            wait_ready(app_base + "/healthz", app_server, logs, "app")
-            wait_ready(bare_base + "/healthz", bare_server, logs, "bare")
+        with (
+            Gunicorn("app", "app:create_app()", env, logs) as app_server,
+            Gunicorn("bare", "bench._bare_webhook_app:app", env, logs) as bare_server,
+        ):
+            app_base, bare_base = app_server.base, bare_server.base
+            app_server.wait_ready("/healthz")
+            bare_server.wait_ready("/healthz")
             check_answer(app_base, shop)
-            workers = env.get("WEB_CONCURRENCY") or f"{(os.cpu_count() or 1) * 2 + 1}"
             print(
-                f"gunicorn.conf.py: {workers} workers x {env.get('GUNICORN_THREADS', '4')} "
-                f"threads (gthread) each side; wrk -t{WRK_THREADS} -c{CONNECTIONS}; "
+                f"gunicorn.conf.py: {describe_gunicorn(env)} each side; "
+                f"wrk -t{WRK_THREADS} -c{CONNECTIONS}; "
                 f"{ROUNDS} alternating rounds, {SECONDS:g} s per side; {BODIES} signed bodies,"
                 f" a new webhook id per request",
                 flush=True,
@@ -555,22 +360,12 @@ def main() -> int:
                     LIGHT_CONNECTIONS,
                 )
             )
-        finally:
-            stop(app_server)
-            stop(bare_server)
     rows, distinct = recorded(url, timed_runs)
     jobs, all_rows = int(queue.llen(QUEUE_KEY)), count(url, ALL_ROWS)
     queue.close()
     print_cpu(bare, bare_cpu, app, app_cpu)
     return report(
         bare, app, Evidence(rows, distinct, transactions), jobs, all_rows, (light_bare, light_app)
-    )
-
-
-def print_side(side: Side) -> None:
-    print(
-        f"{side.name:18} {side.rate:9,.0f} {side.quantile(0.5):8.2f} "
-        f"{side.quantile(0.99):8.2f} {side.requests:9,d} {side.failures:7d}"
     )
 
 
@@ -595,12 +390,12 @@ def report(
     light: tuple[Side, Side],
 ) -> int:
     print()
-    print(f"{'':18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'failed':>7}")
+    print(SIDES_HEADER)
     for side in (bare, app):
-        print_side(side)
+        print(side.row())
     print(f"the same at {LIGHT_CONNECTIONS} connections (one run each, after the timed rounds):")
     for side in light:
-        print_side(side)
+        print(side.row())
     throughput = app.rate / bare.rate
     p99 = app.quantile(0.99)
     met = "met" if throughput >= GOAL_THROUGHPUT else "NOT met"
