@@ -195,7 +195,14 @@ def _claim(session: Session, entry_id: uuid.UUID, now: datetime) -> ShopifyOutbo
                 (outbox.state == "in_flight") & (outbox.claimed_at < now - LEASE),
             ),
         )
-        .values(state="in_flight", claimed_at=now, attempts=outbox.attempts + 1, updated_at=now)
+        .values(
+            state="in_flight",
+            claimed_at=now,
+            attempts=outbox.attempts + 1,
+            updated_at=now,
+            # Taking over a dead worker's lease: its send may have landed, so match first.
+            ambiguous=outbox.ambiguous | (outbox.state == "in_flight"),
+        )
         .returning(outbox.id)
     ).scalar_one_or_none()
     session.commit()

@@ -84,11 +84,6 @@ def test_a_sync_killed_while_shopify_holds_the_mutation_lands_exactly_once(
             stop(second)
 
     credits = _native_credits(shopify, domain)
-    if len(credits) == 2:  # remove this branch with the fix in jobs/sync.py
-        pytest.xfail(
-            "known bug: jobs/sync.py _claim takes over an expired in_flight lease without "
-            "marking the row ambiguous, so the retry sends again instead of matching"
-        )
     assert len(credits) == 1, (credits, log.read_text())
     assert shopify.shop(domain).balance(CUSTOMER, "USD") == "25.00"
     with Session(engine) as look:
