@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from ledger.book import AccountRow, Actor, Book, LotRow
 from ledger.kinds import EntryKind, LotStatus
-from ledger.store import touched_customers, write_book
+from ledger.store import LOT_COLUMNS, touched_customers, write_book
 from models import CreditAccount, CreditLot, Customer, Shop
 
 EXPIRY_ACTOR = "system:expiry"
@@ -114,19 +114,6 @@ class _Claim:
     accounts: dict[int, tuple[AccountRow, int]]  # locked accounts and their Shopify customer
 
 
-_LOT_COLUMNS = (
-    CreditLot.id,
-    CreditLot.shop_id,
-    CreditLot.account_id,
-    CreditLot.amount,
-    CreditLot.remaining,
-    CreditLot.status,
-    CreditLot.source,
-    CreditLot.reason,
-    CreditLot.note,
-    CreditLot.expires_at,
-    CreditLot.created_at,
-)
 _ACCOUNT_COLUMNS = (
     CreditAccount.id,
     CreditAccount.shop_id,
@@ -139,7 +126,7 @@ _ACCOUNT_COLUMNS = (
     CreditAccount.last_hash,
     Customer.shopify_customer_id,
 )
-_N_LOT = len(_LOT_COLUMNS)
+_N_LOT = len(LOT_COLUMNS)
 # Inline, not a parameter: the planner must see the partial indexes' predicate to use them.
 _ACTIVE = literal(LotStatus.ACTIVE.value, literal_execute=True)
 
@@ -154,7 +141,7 @@ _DUE = (
 
 # The shop's first ``limit`` due lots, in the partial index's order (no sort).
 _FIRST_DUE = (
-    select(*_LOT_COLUMNS)
+    select(*LOT_COLUMNS)
     .where(CreditLot.shop_id == bindparam("shop_id"), *_DUE)
     .order_by(CreditLot.expires_at)
     .limit(bindparam("limit"))
@@ -194,7 +181,7 @@ _LOCK_ACCOUNTS = (
     .with_for_update(of=CreditAccount)
 )
 _LOCK_LOTS = (
-    select(*_LOT_COLUMNS)
+    select(*LOT_COLUMNS)
     .where(CreditLot.id.in_(bindparam("lot_ids", expanding=True)), *_DUE)
     .with_for_update(key_share=True)
 )

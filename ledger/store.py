@@ -52,7 +52,7 @@ _ACCOUNT_COLUMNS = (
     CreditAccount.last_sequence,
     CreditAccount.last_hash,
 )
-_LOT_COLUMNS = (
+LOT_COLUMNS = (  # what a LotRow is read from (also by expiry)
     CreditLot.id,
     CreditLot.shop_id,
     CreditLot.account_id,
@@ -81,11 +81,11 @@ _LOCK_CUSTOMER_ACCOUNT = (
     )
     .with_for_update(of=CreditAccount)
 )
-_LIVE_LOTS = select(*_LOT_COLUMNS).where(
+_LIVE_LOTS = select(*LOT_COLUMNS).where(
     CreditLot.account_id == bindparam("account_id"),
     CreditLot.status == LotStatus.ACTIVE.value,
 )
-_LIVE_AND_NAMED_LOTS = select(*_LOT_COLUMNS).where(
+_LIVE_AND_NAMED_LOTS = select(*LOT_COLUMNS).where(
     CreditLot.account_id == bindparam("account_id"),
     (CreditLot.status == LotStatus.ACTIVE.value)
     | CreditLot.id.in_(bindparam("lot_ids", expanding=True)),
