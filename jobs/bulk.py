@@ -21,16 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rq import Queue, Retry, get_current_job
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq import Retry, get_current_job
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
-from jobs.queues import REDIS_DOWN, shared_queue
+from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
 from ledger import bulk
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,6 @@ RETRY = Retry(max=3, interval=[10, 60, 300])
 # have to. The largest file (ledger.bulk.MAX_ROWS) takes about a minute or two.
 JOB_TIMEOUT = 3600
 LANES = 4
-ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 OnBatch = Callable[[bulk.Progress], None]
 
@@ -62,30 +59,18 @@ def enqueue_bulk_issue(settings: Settings, import_id: int) -> str:
             return "failed_inline"
         return "ran_inline"
     try:
-        return _enqueue_once(shared_queue(settings.redis_url, QUEUE), import_id)
+        return enqueue_unique(
+            shared_queue(settings.redis_url, QUEUE),
+            bulk_issue,
+            (import_id,),
+            job_id=job_id(import_id),
+            retry=RETRY,
+            timeout=JOB_TIMEOUT,
+            description=f"bulk import {import_id}",
+        )
     except REDIS_DOWN as error:
         log.warning("bulk import %d not enqueued (Redis: %s); the sweeper will", import_id, error)
         return "redis_unavailable"
-
-
-def _enqueue_once(bulk_queue: Queue, import_id: int) -> str:
-    for _ in range(2):
-        try:
-            bulk_queue.enqueue_call(
-                bulk_issue,
-                args=(import_id,),
-                job_id=job_id(import_id),
-                retry=RETRY,
-                timeout=JOB_TIMEOUT,
-                description=f"bulk import {import_id}",
-                unique=True,
-            )
-        except DuplicateJobError:
-            if not _drop_if_ended(bulk_queue.connection, job_id(import_id)):
-                return "already_queued"
-            continue  # the earlier run's record is gone: enqueue afresh
-        return "enqueued"
-    return "already_queued"
 
 
 def sweep_bulk_imports() -> int:
@@ -97,18 +82,6 @@ def sweep_bulk_imports() -> int:
     settings = current_settings()
     outcomes = [enqueue_bulk_issue(settings, import_id) for import_id in ids]
     return sum(outcome in ("enqueued", "ran_inline") for outcome in outcomes)
-
-
-def _drop_if_ended(connection: Any, id_: str) -> bool:
-    """Delete job ``id_`` if it has ended (its hash outlives it); True if it is gone now."""
-    try:
-        job = Job.fetch(id_, connection=connection)
-    except NoSuchJobError:
-        return True
-    if job.get_status(refresh=False) not in ENDED:
-        return False  # waiting, running, or scheduled for a retry
-    job.delete()
-    return True
 
 
 def bulk_issue(

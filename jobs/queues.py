@@ -7,13 +7,17 @@ or the worker is asked for.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from config import Settings
 from extensions import db
@@ -49,6 +53,56 @@ def shared_queue(redis_url: str, name: str) -> Queue:
                 _shared[key] = Queue(name, connection=connection)
             queue = _shared[key]
     return queue
+
+
+# A job in one of these states is over: its hash only lingers for its result's lifetime.
+ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+def enqueue_unique(
+    queue: Queue,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    job_id: str,
+    retry: Retry,
+    description: str,
+    timeout: int | None = None,  # seconds
+    replace_ended: bool = True,
+) -> str:
+    """Enqueue under a deterministic job id: ``enqueued``, or ``already_queued`` when a job
+    with that id is waiting, running or scheduled for a retry. With ``replace_ended``, a job
+    that has ended (finished, or failed with its retries used up) is replaced, since its work
+    is due again; without it, any existing job makes the enqueue a no-op."""
+    for _ in range(2):
+        try:
+            queue.enqueue_call(
+                func,
+                args=args,
+                job_id=job_id,
+                retry=retry,
+                timeout=timeout,
+                description=description,
+                unique=True,
+            )
+        except DuplicateJobError:
+            if not replace_ended or not _drop_if_ended(queue, job_id):
+                return "already_queued"
+            continue  # the ended job's record is gone: enqueue afresh
+        return "enqueued"
+    return "already_queued"
+
+
+def _drop_if_ended(queue: Queue, job_id: str) -> bool:
+    """Delete job ``job_id`` if it has ended; True if no job with that id is left."""
+    try:
+        job = Job.fetch(job_id, connection=queue.connection)
+    except NoSuchJobError:
+        return True
+    if job.get_status(refresh=False) not in ENDED:
+        return False
+    job.delete()
+    return True
 
 
 class RedisNotConfigured(RuntimeError):

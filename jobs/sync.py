@@ -25,9 +25,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
-from rq.job import JobStatus
+from rq import Retry
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -35,7 +33,7 @@ from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
 from jobs.native import find_account, recent_transactions
-from jobs.queues import REDIS_DOWN, shared_queue
+from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
 from ledger.money import format_amount
 from ledger.outbox import match_native
 from models import CreditAccount, CreditLot, Customer, Shop, ShopifyOutbox
@@ -56,7 +54,6 @@ RETRY = Retry(max=3, interval=[15, 60, 300])
 LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 10
 SWEEP_BATCH = 500
-FINISHED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 # Errors Shopify will give again however often we ask: the row is dead at once.
 PERMANENT = {"OWNER_NOT_FOUND", "ACCOUNT_NOT_FOUND", "UNSUPPORTED_CURRENCY", "MISMATCHING_CURRENCY",
              "NEGATIVE_OR_ZERO_AMOUNT", "CREDIT_LIMIT_EXCEEDED", "INSUFFICIENT_FUNDS"}  # fmt: skip
@@ -91,35 +88,17 @@ def enqueue(settings: Settings, entry_id: uuid.UUID | str) -> str:
             return "failed_inline"
     queue = shared_queue(settings.redis_url, QUEUE)
     try:
-        return _enqueue_once(queue, str(entry_id))
+        return enqueue_unique(
+            queue,
+            sync_to_shopify,
+            (str(entry_id),),
+            job_id=job_id(entry_id),
+            retry=RETRY,
+            description=f"native sync of entry {entry_id}",
+        )
     except REDIS_DOWN as error:
         log.warning("native sync of entry %s left for the sweeper (Redis: %s)", entry_id, error)
         return "redis_unavailable"
-
-
-def _enqueue_once(queue: Queue, entry_id: str) -> str:
-    """Enqueue under the row's job id; a job still waiting or running makes it a no-op, and a
-    finished or failed one (its retries used up) is replaced, since the row is due again."""
-    for _ in range(2):
-        try:
-            queue.enqueue_call(
-                sync_to_shopify,
-                args=(entry_id,),
-                job_id=job_id(entry_id),
-                retry=RETRY,
-                description=f"native sync of entry {entry_id}",
-                unique=True,
-            )
-        except DuplicateJobError:
-            job = queue.fetch_job(job_id(entry_id))
-            if job is None:
-                continue  # it expired between the two calls
-            if job.get_status(refresh=True) not in FINISHED:
-                return "already_queued"
-            job.delete()
-            continue
-        return "enqueued"
-    return "already_queued"
 
 
 def sweep_outbox(now_iso: str | None = None) -> int:

@@ -21,14 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
 from sqlalchemy import Table, and_, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
 from extensions import current_session
-from jobs.queues import REDIS_DOWN, shared_queue
+from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
 from models import Shop, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -48,7 +46,6 @@ PAYLOAD_RETENTION = timedelta(days=30)
 PRUNE_BATCH = 1000
 ERROR_LIMIT = 2000
 # Redis unavailable: the delivery stays recorded and the sweeper enqueues it later.
-TERMINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 _events = cast(Table, WebhookEvent.__table__)
 
@@ -112,32 +109,15 @@ def _enqueue_fresh(queue: Queue, event_id: int) -> str:
 
 
 def _enqueue_unique(queue: Queue, event_id: int, *, replace_finished: bool = False) -> str:
-    try:
-        queue.enqueue_call(
-            process_webhook,
-            args=(event_id,),
-            job_id=job_id(event_id),
-            retry=RETRY,
-            description=f"webhook event {event_id}",
-            unique=True,
-        )
-    except DuplicateJobError:
-        if not replace_finished or not _drop_if_finished(queue, job_id(event_id)):
-            return "already_queued"
-        return _enqueue_unique(queue, event_id)
-    return "enqueued"
-
-
-def _drop_if_finished(queue: Queue, id_: str) -> bool:
-    """Delete the job ``id_`` if it has ended (its hash outlives it); True if it is gone."""
-    try:
-        job = Job.fetch(id_, connection=queue.connection)
-    except NoSuchJobError:
-        return True
-    if job.get_status(refresh=False) not in TERMINAL:
-        return False  # still waiting, running or scheduled for a retry
-    job.delete()
-    return True
+    return enqueue_unique(
+        queue,
+        process_webhook,
+        (event_id,),
+        job_id=job_id(event_id),
+        retry=RETRY,
+        description=f"webhook event {event_id}",
+        replace_ended=replace_finished,
+    )
 
 
 # -- processing --------------------------------------------------------------------------------
