@@ -136,8 +136,8 @@ def exchange_authorization_code(
     """Authorization-code grant (non-embedded install), asking for an expiring offline token.
 
     The callback's HMAC, state and timestamp must be checked before calling this. Raises
-    InvalidGrant (code unknown or used), InvalidClient, TokenRequestRejected,
-    TokenEndpointUnavailable."""
+    TokenRequestRejected (``invalid_request``: the code is unknown or already used, as Shopify
+    answers), InvalidClient, TokenEndpointUnavailable."""
     fields = {
         "client_id": api_key,
         "client_secret": api_secret,
