@@ -11,6 +11,7 @@
 #   REDIS_URL         redis://127.0.0.1:RPORT/0
 #   PG_BIN_DIR        the PostgreSQL bin dir used (psql, pg_dump, ...)
 #   PGHOST_SOCKET_DIR the temp dir holding the PostgreSQL Unix socket
+# Debian's chromium (for the browser tests) is installed the same way when missing.
 # Missing servers are installed with apt-get when run as root (CI); otherwise
 # the script says what to install and fails.
 set -euo pipefail
@@ -39,6 +40,8 @@ PG_BIN_DIR=$(find_pg_bin)
 missing=()
 [ -n "$PG_BIN_DIR" ] || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Headless Chromium for the browser tests (Debian's; Playwright never downloads a browser).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if ! $is_root; then
