@@ -49,7 +49,7 @@ def list_customers() -> Response:
     page, last = queries.search_customers(
         current_session(),
         _staff().shop.id,
-        request.args.get("query", ""),
+        _search_text(),
         after=after,
         limit=inputs.page_size(),
     )
@@ -84,7 +84,7 @@ def issue_credit(customer_id: str) -> tuple[Response, int]:
     shopify_id = _shopify_id(customer_id)
     body = inputs.json_body({"amount", "currency", "reason"}, {"expires_at", "note", "source"})
     source = body.get("source", LotSource.MANUAL.value)
-    if source not in ISSUABLE_SOURCES:
+    if not isinstance(source, str) or source not in ISSUABLE_SOURCES:  # a list is unhashable
         raise APIError(
             422,
             "invalid_field",
@@ -280,12 +280,13 @@ def _ledger_cursor(value: Any) -> tuple[str, str] | None:
         return None
     try:
         at, entry_id = value
-        if datetime.fromisoformat(at.replace("Z", "+00:00")).tzinfo is None:
+        parsed = inputs.utc_time(at.replace("Z", "+00:00"))
+        if parsed is None:
             raise ValueError(at)
         uuid.UUID(entry_id)
     except (TypeError, ValueError, AttributeError):
         raise APIError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
-    return at, entry_id
+    return parsed.isoformat(), entry_id
 
 
 def _shopify_id(raw: str) -> int:
@@ -308,14 +309,26 @@ def _uploaded_csv() -> tuple[bytes, str | None]:
         upload = request.files.get("file")
         if upload is None:
             raise APIError(400, "missing_file", 'Send the CSV as the multipart field "file".')
-        return upload.read(), upload.filename or None
+        return upload.read(), _file_name(upload.filename)
     if request.mimetype in CSV_TYPES:
-        return request.get_data(cache=False), request.args.get("filename")
+        return request.get_data(cache=False), _file_name(request.args.get("filename"))
     raise APIError(
         415,
         "unsupported_media_type",
         'Send the CSV as multipart/form-data (field "file") or as a text/csv body.',
     )
+
+
+def _file_name(raw: str | None) -> str | None:
+    """The upload's name, only ever shown: NUL, which PostgreSQL text cannot hold, is dropped."""
+    return raw.replace("\x00", "") if raw else None
+
+
+def _search_text() -> str:
+    query = request.args.get("query", "")
+    if not inputs.storable(query):  # it could match nothing, and PostgreSQL refuses it
+        raise APIError(400, "invalid_query", "query must not contain NUL characters.")
+    return query
 
 
 def _bulk_import(raw: str) -> BulkImport:

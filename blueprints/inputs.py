@@ -11,7 +11,7 @@ import binascii
 import json
 import string
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
@@ -59,22 +59,44 @@ def text(body: dict[str, Any], name: str, *, max_length: int, required: bool = F
         raise APIError(
             422, "invalid_field", f"{name} is longer than {max_length} characters.", field=name
         )
+    if not storable(value):
+        message = f"{name} must not contain NUL or unpaired surrogate characters."
+        raise APIError(422, "invalid_field", message, field=name)
     return value.strip()
+
+
+def storable(value: str) -> bool:
+    """PostgreSQL text holds neither NUL nor a lone surrogate (which JSON can carry)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def timestamp(body: dict[str, Any], name: str) -> datetime | None:
     value = body.get(name)
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = utc_time(value) if isinstance(value, str) else None
+    if parsed is None:
         raise APIError(
             422, "invalid_field", f"{name} must be an ISO-8601 time with a zone.", field=name
         )
     return parsed
+
+
+def utc_time(text: str) -> datetime | None:
+    """An ISO-8601 time with a zone, in UTC; None if it is not one or has no UTC equivalent
+    (9999-12-31T23:00-05:00 is in year 10000). In UTC also because PostgreSQL refuses
+    offsets past ±15:59, which ISO-8601 allows."""
+    try:
+        parsed = datetime.fromisoformat(text)
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def idempotency_key() -> str | None:
@@ -106,6 +128,6 @@ def cursor_out(value: Any) -> str:
 
 def page_size(default: int = 50, maximum: int = 200) -> int:
     raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:  # not "²"
         raise APIError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}.")
     return int(raw)
