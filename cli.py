@@ -23,7 +23,7 @@ from jobs.queues import RedisNotConfigured, redis_connection, run_worker
 from jobs.reconcile import reconcile_shop
 from jobs.schedule import Scheduler, beside_worker, stop_on_signals
 from jobs.webhooks import REDIS_DOWN, prune_webhook_payloads, sweep_webhooks
-from ledger import bulk, operations
+from ledger import bulk, operations, presets
 from ledger.accounts import find_account
 from ledger.book import Actor
 from ledger.findings import open_findings
@@ -342,6 +342,7 @@ def demo_seed(domain: str) -> None:
         shop = install_shop(domain, "demo-offline-token", native_sync=False, now=now)
     _seed_customers(shop, now)
     _seed_history(shop, now)
+    _seed_presets(shop, now)
     click.echo(f"demo shop {shop.domain} ready with {len(DEMO_CUSTOMERS)} customers")
 
 
@@ -366,6 +367,25 @@ def demo_token(domain: str, user: str, minutes: int) -> None:
         "exp": int((now + timedelta(minutes=minutes)).timestamp()),
     }
     click.echo(jwt.encode(claims, settings.shopify_api_secret, algorithm="HS256"))
+
+
+# Issuance presets: name, amount, expiry days, reason, source.
+DEMO_PRESETS = [
+    ("Goodwill $10, 90 days", "10.00", 90, "goodwill gesture", "goodwill"),
+    ("Birthday $15, 30 days", "15.00", 30, "happy birthday", "goodwill"),
+    ("Loyalty $25, 365 days", "25.00", 365, "loyalty reward", "cashback"),
+]
+
+
+def _seed_presets(shop: Shop, now: datetime) -> None:
+    """The demo presets, each unless the shop has a preset of that name already."""
+    have = {preset["name"] for preset in presets.list_presets(current_session(), shop.id)}
+    for name, amount, days, reason, source in DEMO_PRESETS:
+        if name in have:
+            continue
+        body = {"name": name, "amount": amount, "currency": shop.currency, "expiry_days": days}
+        body |= {"reason": reason, "source": source}
+        presets.create_preset(current_session(), shop.id, body, actor="system:demo", now=now)
 
 
 def _seed_customers(shop: Shop, now: datetime) -> None:

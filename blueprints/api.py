@@ -100,6 +100,7 @@ def issue_credit(customer_id: str) -> tuple[Response, int]:
         expires_at=inputs.timestamp(body, "expires_at"),
         source=LotSource(source),
         note=inputs.text(body, "note", max_length=1000),
+        expires_in_days=_default_expiry_days(body),
     )
     return _created(receipt)
 
@@ -272,6 +273,12 @@ def _actor(body: dict[str, Any]) -> Actor:
         # row in the entry's transaction) unless the shop keeps its credit in CreditCraft only.
         mirror=Mirror(notify=staff.shop.notify_customer) if staff.shop.native_sync else None,
     )
+
+
+def _default_expiry_days(body: dict[str, Any]) -> int | None:
+    """The shop's default expiry applies when the body says nothing of ``expires_at``; an
+    explicit ``"expires_at": null`` issues credit that never expires."""
+    return None if "expires_at" in body else _staff().shop.default_expiry_days
 
 
 def _ledger_cursor(value: Any) -> tuple[str, str] | None:

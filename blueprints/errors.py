@@ -27,6 +27,13 @@ STATUS_OF: dict[type[ledger_errors.LedgerError], int] = {
     ledger_errors.LotNotActive: 409,
     ledger_errors.NothingToReverse: 409,
     ledger_errors.IdempotencyConflict: 409,
+    ledger_errors.PresetNotFound: 404,
+    ledger_errors.FindingNotFound: 404,
+    ledger_errors.RunNotFound: 404,
+    ledger_errors.PresetNameTaken: 409,
+    ledger_errors.PresetLimitReached: 409,
+    ledger_errors.FindingResolved: 409,
+    ledger_errors.NotRepairable: 409,
 }
 
 

@@ -22,8 +22,8 @@ from ledger.money import Money
 IDEMPOTENCY_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:~/+=")
 
 
-def json_body(required: Collection[str], optional: Collection[str] = ()) -> dict[str, Any]:
-    """The request's JSON object, refusing other types, unknown fields and missing ones."""
+def json_object() -> dict[str, Any]:
+    """The request's body as a JSON object (415 for another type, 400 for anything else)."""
     if not request.is_json:
         raise APIError(415, "unsupported_media_type", "Send the body as application/json.")
     raw = request.get_data(cache=True)
@@ -33,6 +33,12 @@ def json_body(required: Collection[str], optional: Collection[str] = ()) -> dict
         raise APIError(400, "invalid_json", "The body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise APIError(400, "invalid_json", "The body must be a JSON object.")
+    return body
+
+
+def json_body(required: Collection[str], optional: Collection[str] = ()) -> dict[str, Any]:
+    """The request's JSON object, refusing other types, unknown fields and missing ones."""
+    body = json_object()
     unknown = sorted(set(body) - set(required) - set(optional))
     if unknown:
         raise APIError(400, "unknown_field", f"Unknown field: {unknown[0]}.", fields=unknown)

@@ -34,15 +34,25 @@ from typing import Any
 
 from redis.exceptions import LockError
 from redis.lock import Lock
+from rq import Retry
 from sqlalchemy.orm import Session
 
 from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
 from jobs.native import find_account, native_money, native_transaction
-from jobs.queues import redis_connection
-from ledger.errors import LedgerError
-from ledger.findings import open_finding_keys, open_findings
+from jobs.queues import REDIS_DOWN, enqueue_unique, redis_connection, shared_queue
+from jobs.sync import sync_to_shopify
+from ledger.errors import FindingNotFound, LedgerError
+from ledger.findings import (
+    SEND_OUTBOX,
+    SYNC_ORDER,
+    get_finding,
+    open_finding_keys,
+    open_findings,
+    order_of,
+    repair_of,
+)
 from ledger.money import Money
 from ledger.reconcile import (
     UNMATCHED_NATIVE_SPEND,
@@ -63,6 +73,7 @@ from ledger.reconcile import (
     start_run,
     summary,
 )
+from ledger.repairs import outbox_entry_of, settle_repair
 from models import Shop
 from shop_access import ShopNotConnected, admin_client
 from shopify_client import documents
@@ -186,7 +197,9 @@ def _reconcile(
     linked = [] if full else natively_linked_accounts(session, shop.id)
     for account_id in sorted({*changed, *linked}):
         keep()
-        _compare_account(session, client, shop, account_id, now, tally, sync_order)
+        _compare_account(
+            session, client, shop, account_id, now, tally, sync_order, auto_repair=shop.auto_repair
+        )
     check_outbox(session, shop.id, auto_repair=shop.auto_repair, now=now, tally=tally)
     if shop.auto_repair:
         retry_unmatched_spends(session, shop.id, tally=tally, sync_order=sync_order)
@@ -203,6 +216,8 @@ def _compare_account(
     now: datetime,
     tally: Tally,
     sync_order: Callable[[int], None],
+    *,
+    auto_repair: bool,
 ) -> None:
     """One account against its native account; a failure is noted and left for the next run."""
     target = native_target(session, account_id)
@@ -213,7 +228,7 @@ def _compare_account(
             shop.id,
             target,
             native,
-            auto_repair=shop.auto_repair,
+            auto_repair=auto_repair,
             now=now,
             tally=tally,
             sync_order=sync_order,
@@ -267,3 +282,127 @@ def read_native(session: Session, client: AdminClient, target: NativeTarget) -> 
         after, first = page["pageInfo"]["endCursor"], PAGE
     transactions.reverse()
     return NativeAccount(account_gid, balance, transactions)
+
+
+# -- on a merchant's request -----------------------------------------------------------------
+
+# A run or repair the merchant asked for: retried once (they can ask again).
+REQUESTED_RETRY = Retry(max=1, interval=[60])
+RUN_TIMEOUT = {False: timedelta(minutes=15), True: timedelta(hours=2)}
+
+
+def run_job_id(shop_id: int, full: bool) -> str:
+    return f"reconcile-{shop_id}-{'full' if full else 'incremental'}-requested"
+
+
+def enqueue_reconcile(settings: Settings, shop_id: int, *, full: bool) -> str:
+    """Have ``reconcile_shop(shop_id, full)`` run: ``enqueued``, ``already_queued`` (one is
+    waiting or running), ``redis_unavailable``; without REDIS_URL (``make run``) it runs here:
+    ``ran_inline`` / ``failed_inline``. Full runs go to the ``bulk`` queue, as scheduled."""
+    if settings.redis_url is None:
+        try:
+            reconcile_shop(shop_id, full)
+        except Exception:
+            log.exception("reconciliation of shop %d failed inline", shop_id)
+            return "failed_inline"
+        return "ran_inline"
+    try:
+        return enqueue_unique(
+            shared_queue(settings.redis_url, "bulk" if full else "default"),
+            reconcile_shop,
+            (shop_id, full),
+            job_id=run_job_id(shop_id, full),
+            retry=REQUESTED_RETRY,
+            timeout=int(RUN_TIMEOUT[full].total_seconds()),
+            description=f"{'full' if full else 'incremental'} reconciliation of shop {shop_id}",
+        )
+    except REDIS_DOWN as error:
+        log.warning("reconciliation of shop %d not enqueued (Redis: %s)", shop_id, error)
+        return "redis_unavailable"
+
+
+def repair_job_id(finding_id: int) -> str:
+    return f"repair-finding-{finding_id}"
+
+
+def enqueue_repair(settings: Settings, shop_id: int, finding_id: int, actor: str) -> str:
+    """Have ``repair_finding`` finish a repair started by ``ledger.repairs.start_repair``;
+    the same outcomes as ``enqueue_reconcile``."""
+    if settings.redis_url is None:
+        try:
+            repair_finding(shop_id, finding_id, actor)
+        except Exception:
+            log.exception("repair of finding %d failed inline", finding_id)
+            return "failed_inline"
+        return "ran_inline"
+    try:
+        return enqueue_unique(
+            shared_queue(settings.redis_url, "default"),
+            repair_finding,
+            (shop_id, finding_id, actor),
+            job_id=repair_job_id(finding_id),
+            retry=REQUESTED_RETRY,
+            description=f"repair of finding {finding_id} for {actor}",
+        )
+    except REDIS_DOWN as error:
+        log.warning("repair of finding %d not enqueued (Redis: %s)", finding_id, error)
+        return "redis_unavailable"
+
+
+def repair_finding(
+    shop_id: int, finding_id: int, actor: str, now_iso: str | None = None
+) -> dict[str, Any]:
+    """The part of a finding's repair that talks to Shopify, in ``actor``'s name.
+
+    ``send_outbox``: the row (put back to pending by the request) is sent now. ``sync_order``:
+    the order is read from Shopify and what the ledger lacks of it written; then the account
+    is compared with its native account, which resolves the finding once the order's entries
+    match. Either way the outcome is settled and audited (``finding.repair_result``); a
+    failure leaves the finding open for the merchant to try again.
+    """
+    now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    session = current_session()
+    try:
+        finding = get_finding(session, shop_id, finding_id)
+    except FindingNotFound:  # erased with its shop meanwhile
+        session.rollback()
+        return {"result": "not_found", "finding_id": finding_id}
+    method, order_id, account_id = repair_of(finding), order_of(finding), finding.account_id
+    resolved = finding.resolved_at is not None
+    entry_id = outbox_entry_of(session, finding) if method == SEND_OUTBOX else None
+    shop = session.get(Shop, shop_id)
+    session.commit()
+    if resolved or shop is None:
+        return {"result": "resolved_already", "finding_id": finding_id}
+    notes: list[str] = []
+    if entry_id is not None:
+        notes.append(f"native sync: {sync_to_shopify(str(entry_id), now_iso)}")
+    elif method == SYNC_ORDER and order_id is not None:
+        notes += _sync_and_compare(session, shop, order_id, account_id, actor, now)
+    settled = settle_repair(session, shop_id, finding_id, actor=actor, now=now, notes=notes)
+    outcome = "resolved" if settled.resolved_at is not None else "still_open"
+    log.info("repair of finding %d by %s: %s %s", finding_id, actor, outcome, notes)
+    return {"result": outcome, "finding_id": finding_id, "method": method, "notes": notes}
+
+
+def _sync_and_compare(
+    session: Session, shop: Shop, order_id: int, account_id: int | None, actor: str, now: datetime
+) -> list[str]:
+    """Sync the order, then compare its account natively; returns what went wrong, if any."""
+    try:
+        with suppress(Ignored):  # the order is gone, or moved no store credit after all
+            sync_order_from_shopify(session, shop, order_id, now, actor=actor)
+    except (ShopNotConnected, *_NATIVE_FAILURES) as error:
+        session.rollback()
+        return [f"order {order_id} sync failed: {type(error).__name__}: {error}"]
+    if account_id is None:
+        return []
+    try:
+        client = admin_client(session, current_settings(), shop, now)
+    except ShopNotConnected as error:
+        return [f"native comparison skipped: {error}"]
+    tally = Tally()
+    _compare_account(
+        session, client, shop, account_id, now, tally, lambda _order: None, auto_repair=False
+    )
+    return tally.errors

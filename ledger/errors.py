@@ -75,6 +75,47 @@ class IdempotencyConflict(LedgerError):
     code = "idempotency_conflict"
 
 
+# -- the merchant's settings, presets and reconciliation findings ----------------------------
+
+
+class InvalidField(LedgerError):
+    """A setting or preset field of the wrong type or out of range (``details.field``)."""
+
+    code = "invalid_field"
+
+
+class PresetNotFound(LedgerError):
+    code = "preset_not_found"
+
+
+class PresetNameTaken(LedgerError):
+    code = "preset_name_taken"
+
+
+class PresetLimitReached(LedgerError):
+    code = "preset_limit_reached"
+
+
+class FindingNotFound(LedgerError):
+    code = "finding_not_found"
+
+
+class RunNotFound(LedgerError):
+    code = "run_not_found"
+
+
+class FindingResolved(LedgerError):
+    """The finding is resolved already: nothing to resolve or repair."""
+
+    code = "finding_resolved"
+
+
+class NotRepairable(LedgerError):
+    """Nothing can repair this kind of finding (a broken chain, tampering): a person looks."""
+
+    code = "not_repairable"
+
+
 _BY_CODE: dict[str, type[LedgerError]] = {
     cls.code: cls
     for cls in (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -63,12 +63,26 @@ def issue(
     source: LotSource = LotSource.MANUAL,
     note: str | None = None,
     shopify_order_id: int | None = None,
+    expires_in_days: int | None = None,
 ) -> Receipt:
-    """Credit a customer with a new lot (creating the customer's account if new)."""
+    """Credit a customer with a new lot (creating the customer's account if new).
+
+    ``expires_in_days`` (instead of ``expires_at``: the shop's default expiry) makes the lot
+    expire that many days after ``by.now``. The request is the number of days, not the time
+    it yields, so a retry under the same idempotency key a moment later is the same request.
+    """
     _require_positive(amount)
     params = _params(
         customer, amount, expires_at=expires_at, source=source, note=note, order=shopify_order_id
     )
+    if expires_in_days is not None:
+        if expires_at is not None or expires_in_days < 1:
+            raise InvalidExpiry(
+                "Give expires_at or a positive expires_in_days, not both.",
+                expires_in_days=expires_in_days,
+            )
+        params["expires_in_days"] = expires_in_days
+        expires_at = by.now + timedelta(days=expires_in_days)
 
     def apply(req: Request) -> Receipt:
         book = lock_customer(req, customer, amount, create=True)

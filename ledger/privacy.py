@@ -34,6 +34,7 @@ from models import (
     DataRequest,
     EntryAllocation,
     IdempotencyKey,
+    IssuancePreset,
     LedgerEntry,
     ReconciliationFinding,
     ReconciliationRun,
@@ -276,6 +277,7 @@ def erase_shop(
         DataRequest,
         Customer,
         IdempotencyKey,
+        IssuancePreset,
         AuditLog,
         ApiUsage,
     ):

@@ -49,6 +49,14 @@ from sqlalchemy.orm import Session
 from ledger.errors import LedgerError
 from ledger.external import ExternalMovement, import_external
 from ledger.findings import (
+    CHAIN_BREAK,
+    INVARIANT_VIOLATION,
+    NATIVE_BALANCE_MISMATCH,
+    NATIVE_EXPIRY_MISMATCH,
+    NATIVE_ORDER_UNRECORDED,
+    NATIVE_TRANSACTION_MISSING,
+    OUTBOX_NOT_LANDED,
+    UNMATCHED_NATIVE_SPEND,
     Finding,
     open_finding_keys,
     record_finding,
@@ -66,16 +74,6 @@ from models import (
     ReconciliationRun,
     ShopifyOutbox,
 )
-
-# Finding kinds. The first two are never resolved by a run (see the module's docstring).
-CHAIN_BREAK = "chain_break"
-INVARIANT_VIOLATION = "invariant_violation"
-NATIVE_BALANCE_MISMATCH = "native_balance_mismatch"
-NATIVE_TRANSACTION_MISSING = "native_transaction_missing"
-NATIVE_ORDER_UNRECORDED = "native_order_unrecorded"
-NATIVE_EXPIRY_MISMATCH = "native_expiry_mismatch"
-OUTBOX_NOT_LANDED = "outbox_not_landed"
-UNMATCHED_NATIVE_SPEND = "unmatched_native_spend"  # opened by order sync (ledger/orders.py)
 
 # Accounts verified per snapshot: bounds a batch's memory (its lots) and the snapshot's age.
 BATCH_ACCOUNTS = 200
@@ -850,15 +848,7 @@ def check_outbox(
             now,
         )
     if auto_repair and dead:
-        requeued = session.execute(
-            update(ShopifyOutbox)
-            .where(ShopifyOutbox.id.in_([row[0] for row in dead]), ShopifyOutbox.state == "dead")
-            .values(
-                state="pending", attempts=0, next_attempt_at=now, claimed_at=None, updated_at=now
-            )
-            .returning(ShopifyOutbox.id)
-        ).all()
-        tally.repairs += len(requeued)
+        tally.repairs += len(requeue_dead_outbox(session, [row[0] for row in dead], now))
     session.commit()
     open_keys = open_finding_keys(session, shop_id, kinds=[OUTBOX_NOT_LANDED])
     row_ids = [int(key.removeprefix("outbox:")) for key in open_keys]
@@ -869,6 +859,20 @@ def check_outbox(
         session, shop_id, [f"outbox:{row_id}" for row_id in landed], now, "landed in Shopify"
     )
     session.commit()
+
+
+def requeue_dead_outbox(session: Session, row_ids: list[int], now: datetime) -> list[int]:
+    """Put the dead rows among ``row_ids`` back to ``pending`` (the sweeper or a sync job
+    sends them); returns the ids requeued. The ``ambiguous`` flag stays, see check_outbox."""
+    if not row_ids:
+        return []
+    requeued = session.execute(
+        update(ShopifyOutbox)
+        .where(ShopifyOutbox.id.in_(row_ids), ShopifyOutbox.state == "dead")
+        .values(state="pending", attempts=0, next_attempt_at=now, claimed_at=None, updated_at=now)
+        .returning(ShopifyOutbox.id)
+    ).scalars()
+    return list(requeued)
 
 
 def retry_unmatched_spends(

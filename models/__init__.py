@@ -7,6 +7,7 @@ from models.credit import CreditAccount, CreditLot
 from models.customer import Customer
 from models.ledger_entry import EntryAllocation, LedgerEntry
 from models.outbox import ShopifyOutbox
+from models.preset import IssuancePreset
 from models.privacy import DataRequest
 from models.reconciliation import ReconciliationFinding, ReconciliationRun
 from models.records import AuditLog, IdempotencyKey
@@ -27,6 +28,7 @@ __all__ = [
     "DataRequest",
     "EntryAllocation",
     "IdempotencyKey",
+    "IssuancePreset",
     "LedgerEntry",
     "ReconciliationFinding",
     "ReconciliationRun",

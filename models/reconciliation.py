@@ -37,6 +37,9 @@ class ReconciliationFinding(Base):
             postgresql_where=text("resolved_at IS NULL"),
             sqlite_where=text("resolved_at IS NULL"),
         ),
+        # The merchant's list, newest first, all kinds or one.
+        Index("ix_reconciliation_findings_shop_id", "shop_id", "id"),
+        Index("ix_reconciliation_findings_shop_kind", "shop_id", "kind", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -55,6 +58,10 @@ class ReconciliationFinding(Base):
     last_seen_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(Text)
+    # Set when a person resolved it (marked resolved, or repaired): their actor and note.
+    # A run resolves findings without them.
+    resolved_by: Mapped[str | None] = mapped_column(String(255))
+    resolution_note: Mapped[str | None] = mapped_column(String(1000))
 
 
 class ReconciliationRun(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId
@@ -39,6 +39,17 @@ class AuditLog(Base):
     __table_args__ = (
         CheckConstraint("outcome IN ('success', 'failure')", "outcome_known"),
         Index("ix_audit_log_shop_created", "shop_id", "created_at"),
+        # The merchant's audit log filtered by who, by what, or to failures: each an index
+        # scan in time order, however rare the match among a million ledger audits.
+        Index("ix_audit_log_shop_actor_created", "shop_id", "actor", "created_at"),
+        Index("ix_audit_log_shop_action_created", "shop_id", "action", "created_at"),
+        Index(
+            "ix_audit_log_shop_failures",
+            "shop_id",
+            "created_at",
+            postgresql_where=text("outcome = 'failure'"),
+            sqlite_where=text("outcome = 'failure'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
