@@ -1,0 +1,858 @@
+"""The liability report and the dashboard's figures: what the shop owes its customers in credit.
+
+**Liability at an instant** is, per currency, the sum of every entry's amount up to that
+instant: the balance customers could have spent then (for each account, the balance after its
+last entry up to that instant, since an account's entries follow each other in time). Every
+figure here is summed from ``ledger_entries`` (or from the cached ``credit_accounts.balance``,
+which invariant 1 ties to them), in integer minor units, and turned into decimal strings only
+at the end.
+
+**Periods are half-open, [start, end)**: an entry belongs to the period when
+``start <= created_at < end``. The roll-forward's *opening* is the liability just before
+``start`` (every entry with ``created_at < start``) and its *closing* the liability just before
+``end``, so consecutive periods [a, b) and [b, c) chain without counting an entry twice, and
+opening + movements of the period = closing. ``liability_as_of(at)`` counts entries *at* ``at``
+too (``created_at <= at``): "as of 12:00" includes what happened at 12:00.
+
+**Balances at an instant are computed from the cheaper side.** Summing a year of history for
+an as-of figure would read every entry the shop ever wrote. Instead, a balance at ``t`` is the
+account's current balance minus what moved after ``t`` (a range scan of
+``ix_ledger_entries_shop_created`` from ``t`` to now: small when ``t`` is recent, the usual
+case), or, when ``t`` lies nearer the shop's first entry than its last, the sum of what moved
+up to ``t`` (a range scan from the start). Both are exact; which one is cheaper is guessed from
+where ``t`` falls between the shop's first and last entry (two index look-ups).
+
+**The roll-forward really checks.** Opening and closing come from those balances (cached
+balances and a range on one side of an instant); the movements come from summing the period's
+entries by kind. Each column has a sign, and ``ties_out`` is true only when
+opening + issued + refunded − redeemed + reversed − expired − revoked + adjusted + external
+equals closing: a kind left out, a sign wrong or a period boundary counted on one side and not
+the other makes it false.
+
+Days and months (the dashboard's chart, breakage per month) are the shop's local ones
+(``shops.timezone``, an IANA name); instants stay UTC. PostgreSQL buckets entries by local day
+in SQL; SQLite (the embedded default), which has no time zones, groups by UTC minute and the
+minutes are put into local days here (every zone's offset is a whole number of minutes).
+
+A report is several statements: read it in one snapshot (REPEATABLE READ), as the API does,
+or an entry committed between two of them may be on one side of the roll-forward only.
+
+Only the standard library and SQLAlchemy: ``ledger`` is the framework-free domain.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import DateTime, bindparam, case, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
+
+from ledger.kinds import EntryKind, LotStatus
+from ledger.money import format_amount
+from ledger.views import iso
+from models import (
+    CreditAccount,
+    CreditLot,
+    LedgerEntry,
+    ReconciliationFinding,
+    Shop,
+    ShopifyOutbox,
+)
+
+__all__ = [
+    "AGING_BUCKETS",
+    "MOVEMENTS",
+    "RollForward",
+    "aging",
+    "breakage",
+    "breakage_rate",
+    "dashboard",
+    "default_period",
+    "liability_as_of",
+    "liability_csv",
+    "liability_report",
+    "local_midnight",
+    "roll_forward",
+    "roll_forward_figures",
+    "shop_zone",
+    "zone_named",
+]
+
+# The roll-forward's movement columns: which entry kind each sums, and the sign that turns the
+# column (as shown: redeemed, expired and revoked are positive numbers) back into its effect
+# on the liability. Every EntryKind has exactly one column.
+MOVEMENTS: Mapping[str, tuple[EntryKind, int]] = {
+    "issued": (EntryKind.ISSUE, 1),
+    "refunded": (EntryKind.REFUND_CREDIT, 1),
+    "redeemed": (EntryKind.REDEEM, -1),
+    "reversed": (EntryKind.REDEEM_REVERSAL, 1),
+    "expired": (EntryKind.EXPIRE, -1),
+    "revoked": (EntryKind.REVOKE, -1),
+    "adjusted": (EntryKind.ADJUST, 1),  # signed: up and down together
+    "external": (EntryKind.EXTERNAL, 1),  # signed: native credits and debits made in Shopify
+}
+_COLUMN_OF_KIND = {kind.value: column for column, (kind, _) in MOVEMENTS.items()}
+
+# Aging: (key, label, upper bound in days after as_of; None = no bound). A lot falls in the
+# first bucket whose bound its expiry does not pass; "past_due" holds lots already at or past
+# their expiry that the expiry job has not swept yet (nobody can spend them any more).
+AGING_BUCKETS: tuple[tuple[str, str, int | None], ...] = (
+    ("past_due", "Past expiry, not yet expired", 0),
+    ("days_0_30", "0–30 days", 30),
+    ("days_31_60", "31–60 days", 60),
+    ("days_61_90", "61–90 days", 90),
+    ("days_91_180", "91–180 days", 180),
+    ("days_181_365", "181–365 days", 365),
+    ("days_over_365", "Over 365 days", None),
+)
+NO_EXPIRY = ("no_expiry", "No expiry")
+
+# The entries every figure sums. Retention (ledger/archive.py, LEDGER_RETENTION_DAYS, off by
+# default) moves accounts' oldest entries to an archive table: with it on, figures reaching
+# back before the archive cut need those rows too (a UNION ALL of both tables here).
+_E = LedgerEntry.__table__.c
+
+DASHBOARD_DAYS = 30
+EXPIRING_SOON = timedelta(days=30)
+RATE_PLACES = Decimal("0.0001")
+# Breakage lists every month of the period; a period is at most this long.
+MAX_PERIOD = timedelta(days=3661)
+
+# The dashboard chart's series: the kind each sums and the sign that shows it positive.
+_ACTIVITY = {
+    "issued": (EntryKind.ISSUE, 1),
+    "redeemed": (EntryKind.REDEEM, -1),
+    "expired": (EntryKind.EXPIRE, -1),
+}
+
+
+# -- time: the shop's zone, local midnights, default period ----------------------------------
+
+
+def shop_zone(session: Session, shop_id: int) -> ZoneInfo:
+    """The shop's IANA time zone; UTC when the shop names none we know."""
+    return zone_named(session.scalar(select(Shop.timezone).where(Shop.id == shop_id)))
+
+
+def zone_named(name: str | None) -> ZoneInfo:
+    """The IANA zone ``name``; UTC for none or a name this system does not know."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The UTC instant at which ``day`` begins in ``zone``."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
+def default_period(end: datetime, zone: ZoneInfo) -> datetime:
+    """Where a period ending at ``end`` starts by default: the local first of the month that
+    ``end`` falls in (of the instant just before it, so a period ending at a month's first
+    midnight is that whole previous month)."""
+    return local_midnight(_last_day(end, zone).replace(day=1), zone)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What every figure of one shop needs, read once: its zone, its currencies with their
+    current totals, and the times of its first and last entry (to pick the cheaper side of an
+    instant)."""
+
+    shop_id: int
+    zone: ZoneInfo
+    currencies: list[str]
+    balances: dict[str, int]  # Σ of the cached account balances, per currency
+    first_entry: datetime | None
+    last_entry: datetime | None
+
+    def forward_is_cheaper(self, at: datetime) -> bool:
+        """Whether fewer entries lie before ``at`` than after it, guessed from where ``at``
+        falls between the first and the last entry."""
+        if self.first_entry is None or self.last_entry is None:
+            return True  # no history: both sides are empty
+        return at - self.first_entry < self.last_entry - at
+
+
+def _scope(session: Session, shop_id: int) -> _Scope:
+    shop = session.execute(select(Shop.currency, Shop.timezone).where(Shop.id == shop_id)).one()
+    held = (
+        select(CreditAccount.currency, func.sum(CreditAccount.balance))
+        .where(CreditAccount.shop_id == shop_id)
+        .group_by(CreditAccount.currency)
+    )
+    balances = {currency: int(total) for currency, total in session.execute(held)}
+    entries = select(_E.created_at).where(_E.shop_id == shop_id)
+    # Two scalar subqueries, so each is one look-up at an end of ix_ledger_entries_shop_created.
+    [(first, last)] = _rows(
+        session,
+        select(
+            entries.with_only_columns(func.min(_E.created_at)).scalar_subquery(),
+            entries.with_only_columns(func.max(_E.created_at)).scalar_subquery(),
+        ),
+    )
+    return _Scope(
+        shop_id=shop_id,
+        zone=zone_named(shop.timezone),
+        currencies=sorted({shop.currency, *balances}),
+        balances=balances,
+        first_entry=_utc(first),
+        last_entry=_utc(last),
+    )
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    """An aware UTC datetime from what a bare scalar subquery gives back (SQLite: text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _require_aware(*instants: datetime) -> None:
+    for instant in instants:
+        if instant.tzinfo is None:
+            raise ValueError("report instants must carry a time zone")
+
+
+def _require_period(start: datetime, end: datetime) -> None:
+    _require_aware(start, end)
+    if start > end:
+        raise ValueError("a period's start must not be after its end")
+    if end - start > MAX_PERIOD:
+        raise ValueError("a period is at most ten years long")
+
+
+# -- liability at an instant -----------------------------------------------------------------
+
+
+@dataclass
+class _Liability:
+    amount: int = 0
+    accounts: int = 0  # accounts holding a nonzero balance
+
+
+def liability_as_of(session: Session, shop_id: int, as_of: datetime) -> list[dict[str, Any]]:
+    """Outstanding credit per currency at ``as_of``: every entry with created_at <= as_of.
+
+    Each row: ``{"currency", "amount" (decimal string), "accounts"}`` where ``accounts``
+    counts the accounts whose balance at that instant was not zero.
+    """
+    _require_aware(as_of)
+    return _liability_json(session, _scope(session, shop_id), as_of)
+
+
+def _liability_json(session: Session, scope: _Scope, as_of: datetime) -> list[dict[str, Any]]:
+    totals = _liability_at(session, scope, as_of)
+    return [
+        {
+            "currency": currency,
+            "amount": format_amount(total.amount, currency),
+            "accounts": total.accounts,
+        }
+        for currency, total in sorted(totals.items())
+    ]
+
+
+def _liability_at(
+    session: Session, scope: _Scope, at: datetime, *, forward: bool | None = None
+) -> dict[str, _Liability]:
+    """Per currency: the sum of entries created at or before ``at``, and how many accounts
+    held a nonzero balance then (so each account's own figure is summed first).
+
+    ``forward`` picks the side (None: the cheaper one): True sums the history up to ``at``,
+    False takes the cached balances minus what moved after ``at``.
+    """
+    if forward is None:
+        forward = scope.forward_is_cheaper(at)
+    totals = {currency: _Liability() for currency in scope.currencies}
+    in_shop = _E.shop_id == scope.shop_id
+    if forward:
+        moved = _per_account(in_shop, _E.created_at <= at)
+        balance: Any = moved.c.amount
+        accounts = select(CreditAccount.currency).join(
+            moved, moved.c.account_id == CreditAccount.id
+        )
+    else:
+        moved = _per_account(in_shop, _E.created_at > at)
+        balance = CreditAccount.balance - func.coalesce(moved.c.amount, 0)
+        accounts = (
+            select(CreditAccount.currency)
+            .outerjoin(moved, moved.c.account_id == CreditAccount.id)
+            .where(CreditAccount.shop_id == scope.shop_id)
+        )
+    stmt = accounts.add_columns(
+        func.sum(balance), func.sum(case((balance != 0, 1), else_=0))
+    ).group_by(CreditAccount.currency)
+    for currency, amount, nonzero in _rows(session, stmt):
+        totals[currency] = _Liability(int(amount or 0), int(nonzero or 0))
+    return totals
+
+
+def _rows(session: Session, stmt: Any) -> list[Any]:
+    """The result rows of a statement over subquery columns (typed loosely by SQLAlchemy)."""
+    return list(session.execute(stmt))
+
+
+def _per_account(*where: Any) -> Any:
+    """Each account's signed sum of the entries matching ``where``."""
+    return (
+        select(_E.account_id, func.sum(_E.amount).label("amount"))
+        .where(*where)
+        .group_by(_E.account_id)
+        .subquery()
+    )
+
+
+def _liabilities_before(
+    session: Session, scope: _Scope, instants: list[datetime], *, forward: bool | None = None
+) -> list[dict[str, int]]:
+    """For each instant, per currency: the sum of entries created before it.
+
+    Instants on the same side (``forward`` as in ``_liability_at``) share one range scan, each
+    summing its part of it, so a period's opening and closing cost one read of the ledger.
+    """
+    figures = [dict.fromkeys(scope.currencies, 0) for _ in instants]
+    sides: dict[bool, list[int]] = {True: [], False: []}
+    for i, at in enumerate(instants):
+        sides[scope.forward_is_cheaper(at) if forward is None else forward].append(i)
+    if sides[True]:  # the history up to each instant
+        wanted = sides[True]
+        sums = [_sum_when(_E.created_at < instants[i]) for i in wanted]
+        reach = _E.created_at < max(instants[i] for i in wanted)
+        for currency, *amounts in _sums_by_currency(session, scope, sums, reach):
+            for i, amount in zip(wanted, amounts, strict=True):
+                figures[i][currency] = figures[i].get(currency, 0) + int(amount)
+    if sides[False]:  # the cached balances less what moved since each instant
+        wanted = sides[False]
+        for i in wanted:
+            for currency, balance in scope.balances.items():
+                figures[i][currency] += balance
+        sums = [_sum_when(_E.created_at >= instants[i]) for i in wanted]
+        reach = _E.created_at >= min(instants[i] for i in wanted)
+        for currency, *amounts in _sums_by_currency(session, scope, sums, reach):
+            for i, amount in zip(wanted, amounts, strict=True):
+                figures[i][currency] = figures[i].get(currency, 0) - int(amount)
+    return figures
+
+
+def _sum_when(condition: Any) -> Any:
+    return func.sum(case((condition, _E.amount), else_=0))
+
+
+def _sums_by_currency(session: Session, scope: _Scope, sums: list[Any], reach: Any) -> list[Any]:
+    stmt = (
+        select(CreditAccount.currency, *sums)
+        .join(CreditAccount, CreditAccount.id == _E.account_id)
+        .where(_E.shop_id == scope.shop_id, reach)
+        .group_by(CreditAccount.currency)
+    )
+    return _rows(session, stmt)
+
+
+# -- roll-forward ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RollForward:
+    """One currency's roll-forward in minor units; movements by column of ``MOVEMENTS`` (as
+    shown: redeemed, expired and revoked positive)."""
+
+    currency: str
+    opening: int
+    movements: Mapping[str, int]
+    closing: int
+
+    @property
+    def ties_out(self) -> bool:
+        moved = sum(sign * self.movements.get(column, 0) for column, (_, sign) in MOVEMENTS.items())
+        return self.opening + moved == self.closing
+
+    def to_json(self) -> dict[str, Any]:
+        shown = {column: self.movements.get(column, 0) for column in MOVEMENTS}
+        return {
+            "currency": self.currency,
+            "opening": format_amount(self.opening, self.currency),
+            **{column: format_amount(v, self.currency) for column, v in shown.items()},
+            "closing": format_amount(self.closing, self.currency),
+            "ties_out": self.ties_out,
+        }
+
+
+def roll_forward(
+    session: Session, shop_id: int, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Per currency: opening (liability just before ``start``), the period's movements by kind,
+    closing (liability just before ``end``), and whether they tie out. The period is [start, end).
+
+    Each row: ``{"currency", "opening", "issued", "refunded", "redeemed", "reversed",
+    "expired", "revoked", "adjusted", "external", "closing", "ties_out"}``; amounts are decimal
+    strings; redeemed, expired and revoked are shown positive, adjusted and external signed.
+    """
+    _require_period(start, end)
+    figures = roll_forward_figures(session, shop_id, start, end)
+    return [row.to_json() for row in figures]
+
+
+def roll_forward_figures(
+    session: Session, shop_id: int, start: datetime, end: datetime
+) -> list[RollForward]:
+    """``roll_forward`` in minor units, as ``RollForward`` rows."""
+    _require_period(start, end)
+    scope = _scope(session, shop_id)
+    return _roll_forward(session, scope, start, end, _movements(session, shop_id, start, end))
+
+
+def _roll_forward(
+    session: Session,
+    scope: _Scope,
+    start: datetime,
+    end: datetime,
+    movements: Mapping[tuple[str, str], int],
+) -> list[RollForward]:
+    """Opening and closing from balances at the period's bounds; ``movements`` (per currency
+    and kind, raw signed sums of the period's entries) summed independently by the caller."""
+    opening, closing = _liabilities_before(session, scope, [start, end])
+    currencies = sorted({*opening, *closing, *(currency for currency, _ in movements)})
+    rows = []
+    for currency in currencies:
+        shown = dict.fromkeys(MOVEMENTS, 0)
+        for (moved_currency, kind), amount in movements.items():
+            column = _COLUMN_OF_KIND.get(kind)
+            if moved_currency == currency and column is not None:
+                shown[column] += MOVEMENTS[column][1] * amount
+        rows.append(
+            RollForward(
+                currency=currency,
+                opening=opening.get(currency, 0),
+                movements=shown,
+                closing=closing.get(currency, 0),
+            )
+        )
+    return rows
+
+
+def _movements(
+    session: Session, shop_id: int, start: datetime, end: datetime
+) -> dict[tuple[str, str], int]:
+    """Signed sum of the period's entries per (currency, kind)."""
+    stmt = (
+        select(CreditAccount.currency, _E.kind, func.sum(_E.amount))
+        .join(CreditAccount, CreditAccount.id == _E.account_id)
+        .where(
+            _E.shop_id == shop_id,
+            _E.created_at >= start,
+            _E.created_at < end,
+        )
+        .group_by(CreditAccount.currency, _E.kind)
+    )
+    return {(currency, kind): int(amount) for currency, kind, amount in _rows(session, stmt)}
+
+
+# -- daily sums (the chart, breakage per month) ----------------------------------------------
+
+
+@dataclass
+class _DailySums:
+    """Signed sums of entries per (local day, currency, kind) over a period."""
+
+    sums: dict[tuple[date, str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    def by_kind(self) -> dict[tuple[str, str], int]:
+        total: dict[tuple[str, str], int] = defaultdict(int)
+        for (_, currency, kind), amount in self.sums.items():
+            total[currency, kind] += amount
+        return dict(total)
+
+    def currencies(self) -> set[str]:
+        return {currency for _, currency, _ in self.sums}
+
+    def get(self, day: date, currency: str, kind: EntryKind) -> int:
+        return self.sums.get((day, currency, kind.value), 0)
+
+
+def _daily_sums(
+    session: Session,
+    scope: _Scope,
+    start: datetime,
+    end: datetime,
+    kinds: Iterable[EntryKind] | None = None,
+) -> _DailySums:
+    """The period's entries summed per local day, currency and kind (one range scan).
+
+    PostgreSQL: ``width_bucket`` of each entry's time among the UTC instants of the period's
+    local midnights, a binary search over a constant array (converting every entry's time to
+    the zone instead costs twice the whole query). SQLite: per UTC minute, put into local
+    days here.
+    """
+    if start >= end:
+        return _DailySums()
+    days = _days(start.astimezone(scope.zone).date(), _last_day(end, scope.zone))
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        midnights = [local_midnight(day, scope.zone) for day in [*days, days[-1] + timedelta(1)]]
+        bounds = bindparam("midnights", midnights, type_=ARRAY(DateTime(timezone=True)))
+        bucket: Any = func.width_bucket(_E.created_at, bounds)
+    else:  # SQLite stores naive UTC text
+        bucket = func.strftime("%Y-%m-%d %H:%M", _E.created_at)
+    inner = (
+        select(
+            bucket.label("bucket"),
+            CreditAccount.currency.label("currency"),
+            _E.kind.label("kind"),
+            _E.amount.label("amount"),
+        )
+        .join(CreditAccount, CreditAccount.id == _E.account_id)
+        .where(
+            _E.shop_id == scope.shop_id,
+            _E.created_at >= start,
+            _E.created_at < end,
+        )
+    )
+    if kinds is not None:
+        inner = inner.where(_E.kind.in_([kind.value for kind in kinds]))
+    rows = inner.subquery()
+    stmt = select(rows.c.bucket, rows.c.currency, rows.c.kind, func.sum(rows.c.amount)).group_by(
+        rows.c.bucket, rows.c.currency, rows.c.kind
+    )
+    daily = _DailySums()
+    for key, currency, kind, amount in _rows(session, stmt):
+        # Bucket n (1-based) is [midnight n-1, midnight n): the n-th day.
+        day = days[key - 1] if postgres else _local_day_of_utc_minute(key, scope.zone)
+        daily.sums[day, currency, kind] += int(amount)
+    return daily
+
+
+def _last_day(end: datetime, zone: ZoneInfo) -> date:
+    """The local day of the period's last instant (the period excludes ``end`` itself)."""
+    return (end - timedelta(microseconds=1)).astimezone(zone).date()
+
+
+def _local_day_of_utc_minute(minute: str, zone: ZoneInfo) -> date:
+    return datetime.strptime(minute, "%Y-%m-%d %H:%M").replace(tzinfo=UTC).astimezone(zone).date()
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+# -- aging -----------------------------------------------------------------------------------
+
+
+def aging(session: Session, shop_id: int, as_of: datetime) -> list[dict[str, Any]]:
+    """Outstanding credit per currency by how long until it expires, counted from ``as_of``.
+
+    Based on the active lots' remaining amounts as they are *now*: ``as_of`` only moves the
+    point the days are counted from (a lot expiring 40 days after ``as_of`` is in 31–60). A lot
+    at or past its expiry that the expiry job has not swept yet is "past_due"; lots without an
+    expiry are "no_expiry". Each row: ``{"currency", "total", "lots", "buckets": [{"key",
+    "label", "amount", "lots"}, ...]}`` with every bucket present, soonest first.
+    """
+    _require_aware(as_of)
+    return _aging(session, _scope(session, shop_id), as_of)
+
+
+def _aging(session: Session, scope: _Scope, as_of: datetime) -> list[dict[str, Any]]:
+    bucket = case(
+        (CreditLot.expires_at.is_(None), NO_EXPIRY[0]),
+        *(
+            (CreditLot.expires_at <= as_of + timedelta(days=days), key)
+            for key, _, days in AGING_BUCKETS
+            if days is not None
+        ),
+        else_=AGING_BUCKETS[-1][0],
+    )
+    lots = (
+        select(
+            CreditAccount.currency.label("currency"),
+            bucket.label("bucket"),
+            CreditLot.remaining.label("remaining"),
+        )
+        .join(CreditAccount, CreditAccount.id == CreditLot.account_id)
+        .where(CreditLot.shop_id == scope.shop_id, CreditLot.status == LotStatus.ACTIVE.value)
+        .subquery()
+    )
+    stmt = select(lots.c.currency, lots.c.bucket, func.sum(lots.c.remaining), func.count())
+    found: dict[tuple[str, str], tuple[int, int]] = {
+        (currency, key): (int(amount), int(count))
+        for currency, key, amount, count in _rows(
+            session, stmt.group_by(lots.c.currency, lots.c.bucket)
+        )
+    }
+    buckets = [(key, label) for key, label, _ in AGING_BUCKETS] + [NO_EXPIRY]
+    rows = []
+    for currency in sorted({*scope.currencies, *(currency for currency, _ in found)}):
+        figures = [(key, label, *found.get((currency, key), (0, 0))) for key, label in buckets]
+        rows.append(
+            {
+                "currency": currency,
+                "total": format_amount(sum(f[2] for f in figures), currency),
+                "lots": sum(f[3] for f in figures),
+                "buckets": [
+                    {
+                        "key": key,
+                        "label": label,
+                        "amount": format_amount(amount, currency),
+                        "lots": count,
+                    }
+                    for key, label, amount, count in figures
+                ],
+            }
+        )
+    return rows
+
+
+# -- breakage --------------------------------------------------------------------------------
+
+
+def breakage(
+    session: Session, shop_id: int, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Expired credit per local month of [start, end), per currency, with the breakage rate.
+
+    ``credited`` is the credit granted to customers in the same months (``issue`` and
+    ``refund_credit`` entries; adjustments and credits made in Shopify are corrections, not
+    counted). ``rate`` = expired / credited of the same months as a decimal fraction rounded
+    half-even to 4 places ("0.0525" is 5.25%), or null when nothing was credited. It is a
+    same-period ratio, not a cohort's: credit expiring this month was mostly granted earlier.
+    Each row: ``{"currency", "expired", "credited", "rate", "months": [{"month": "YYYY-MM",
+    "expired", "credited", "rate"}, ...]}`` with every month of the period present.
+    """
+    _require_period(start, end)
+    scope = _scope(session, shop_id)
+    daily = _daily_sums(session, scope, start, end, kinds=_BREAKAGE_KINDS)
+    return _breakage(daily, scope, start, end)
+
+
+_BREAKAGE_KINDS = (EntryKind.EXPIRE, EntryKind.ISSUE, EntryKind.REFUND_CREDIT)
+
+
+def _breakage(
+    daily: _DailySums, scope: _Scope, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    months = _months(start, end, scope.zone)
+    expired: dict[tuple[str, str], int] = defaultdict(int)
+    credited: dict[tuple[str, str], int] = defaultdict(int)
+    for (day, currency, kind), amount in daily.sums.items():
+        month = f"{day.year:04d}-{day.month:02d}"
+        if kind == EntryKind.EXPIRE:
+            expired[currency, month] -= amount
+        elif kind in (EntryKind.ISSUE, EntryKind.REFUND_CREDIT):
+            credited[currency, month] += amount
+    rows = []
+    for currency in sorted({*scope.currencies, *daily.currencies()}):
+        per_month = [
+            _breakage_figures(currency, expired[currency, m], credited[currency, m]) | {"month": m}
+            for m in months
+        ]
+        total_expired = sum(expired[currency, m] for m in months)
+        total_credited = sum(credited[currency, m] for m in months)
+        rows.append(
+            {"currency": currency}
+            | _breakage_figures(currency, total_expired, total_credited)
+            | {"months": per_month}
+        )
+    return rows
+
+
+def _breakage_figures(currency: str, expired: int, credited: int) -> dict[str, Any]:
+    return {
+        "expired": format_amount(expired, currency),
+        "credited": format_amount(credited, currency),
+        "rate": breakage_rate(expired, credited),
+    }
+
+
+def breakage_rate(expired: int, credited: int) -> str | None:
+    """expired / credited as a decimal string with 4 places (half-even), None when credited is 0."""
+    if credited == 0:
+        return None
+    return str((Decimal(expired) / Decimal(credited)).quantize(RATE_PLACES, ROUND_HALF_EVEN))
+
+
+def _months(start: datetime, end: datetime, zone: ZoneInfo) -> list[str]:
+    """Every local month [start, end) touches, as "YYYY-MM" (none for an empty period)."""
+    if start >= end:
+        return []
+    first, last = start.astimezone(zone).date(), _last_day(end, zone)
+    months = []
+    year, month = first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+# -- the whole report, as JSON and as CSV ----------------------------------------------------
+
+
+def liability_report(
+    session: Session, shop_id: int, *, as_of: datetime, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """Liability at ``as_of``, and roll-forward, aging (from ``as_of``) and breakage for
+    [start, end). The period's entries are read once, by local day, for both the roll-forward's
+    movements and breakage's months.
+
+    ``{"as_of", "from", "to", "liability": [...], "roll_forward": [...], "aging": [...],
+    "breakage": [...]}``, instants as ISO 8601 UTC.
+    """
+    _require_aware(as_of)
+    _require_period(start, end)
+    return _report(session, shop_id, as_of, start, end)
+
+
+def _report(
+    session: Session, shop_id: int, as_of: datetime, start: datetime, end: datetime
+) -> dict[str, Any]:
+    scope = _scope(session, shop_id)
+    daily = _daily_sums(session, scope, start, end)
+    figures = _roll_forward(session, scope, start, end, daily.by_kind())
+    return {
+        "as_of": iso(as_of),
+        "from": iso(start),
+        "to": iso(end),
+        "liability": _liability_json(session, scope, as_of),
+        "roll_forward": [row.to_json() for row in figures],
+        "aging": _aging(session, scope, as_of),
+        "breakage": _breakage(daily, scope, start, end),
+    }
+
+
+def liability_csv(
+    session: Session, shop_id: int, *, as_of: datetime, start: datetime, end: datetime
+) -> Iterator[str]:
+    """The report as CSV lines: a roll-forward block, an aging block, a breakage block.
+
+    Every figure is computed before the first line is given out, so a failure is an error
+    response rather than a file cut short. Amounts are decimal strings in their currency.
+    """
+    report = liability_report(session, shop_id, as_of=as_of, start=start, end=end)
+    return iter(list(_csv_lines(report)))
+
+
+def _csv_lines(report: dict[str, Any]) -> Iterator[str]:
+    columns = ["opening", *MOVEMENTS, "closing"]
+    yield _csv_row(["Roll-forward", "from", report["from"], "to", report["to"]])
+    yield _csv_row(["currency", *columns, "ties_out"])
+    for row in report["roll_forward"]:
+        yield _csv_row([row["currency"], *(row[c] for c in columns), str(row["ties_out"]).lower()])
+    yield "\r\n"
+    bucket_keys = [key for key, _, _ in AGING_BUCKETS] + [NO_EXPIRY[0]]
+    yield _csv_row(["Aging", "as_of", report["as_of"]])
+    yield _csv_row(["currency", *bucket_keys, "total"])
+    for row in report["aging"]:
+        amounts = {bucket["key"]: bucket["amount"] for bucket in row["buckets"]}
+        yield _csv_row([row["currency"], *(amounts[k] for k in bucket_keys), row["total"]])
+    yield "\r\n"
+    yield _csv_row(["Breakage", "from", report["from"], "to", report["to"]])
+    yield _csv_row(["currency", "month", "expired", "credited", "rate"])
+    for row in report["breakage"]:
+        for month in row["months"]:
+            figures = [month["expired"], month["credited"], month["rate"] or ""]
+            yield _csv_row([row["currency"], month["month"], *figures])
+        yield _csv_row(
+            [row["currency"], "total", row["expired"], row["credited"], row["rate"] or ""]
+        )
+
+
+def _csv_row(cells: list[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)  # \r\n line ends, as RFC 4180 has them
+    return out.getvalue()
+
+
+# -- dashboard -------------------------------------------------------------------------------
+
+
+def dashboard(session: Session, shop_id: int, now: datetime) -> dict[str, Any]:
+    """The dashboard's figures at ``now``.
+
+    ``{"liability": [...liability_as_of(now)...],
+    "activity": {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD", "days": [{"date", "currency",
+    "issued", "redeemed", "expired"}, ...]},
+    "expiring_soon": [{"currency", "amount", "lots"}], "open_findings": int,
+    "failed_syncs": int}``.
+
+    Activity covers the last 30 local days (today up to ``now``), every (day, currency)
+    present and zero-filled: ``issued`` sums ``issue`` entries, ``redeemed`` and ``expired``
+    the (positive) amounts of ``redeem`` and ``expire`` entries. ``expiring_soon`` is what
+    active lots hold that expires within 30 days after ``now``. ``failed_syncs`` counts
+    native-sync outbox rows that gave up (``dead``), for reconciliation or a person to settle.
+    """
+    _require_aware(now)
+    scope = _scope(session, shop_id)
+    return {
+        "liability": _liability_json(session, scope, now),
+        "activity": _activity(session, scope, now),
+        "expiring_soon": _expiring_soon(session, scope, now),
+        "open_findings": _count(
+            session,
+            select(func.count()).where(
+                ReconciliationFinding.shop_id == shop_id,
+                ReconciliationFinding.resolved_at.is_(None),
+            ),
+        ),
+        "failed_syncs": _count(
+            session,
+            select(func.count()).where(
+                ShopifyOutbox.shop_id == shop_id, ShopifyOutbox.state == "dead"
+            ),
+        ),
+    }
+
+
+def _activity(session: Session, scope: _Scope, now: datetime) -> dict[str, Any]:
+    today = now.astimezone(scope.zone).date()
+    first = today - timedelta(days=DASHBOARD_DAYS - 1)
+    start = local_midnight(first, scope.zone)
+    kinds = [kind for kind, _ in _ACTIVITY.values()]
+    # Up to and including now, as the liability beside it.
+    daily = _daily_sums(session, scope, start, now + timedelta(microseconds=1), kinds=kinds)
+    days = [
+        {"date": day.isoformat(), "currency": currency}
+        | {
+            name: format_amount(sign * daily.get(day, currency, kind), currency)
+            for name, (kind, sign) in _ACTIVITY.items()
+        }
+        for day in _days(first, today)
+        for currency in sorted({*scope.currencies, *daily.currencies()})
+    ]
+    return {"from": first.isoformat(), "to": today.isoformat(), "days": days}
+
+
+def _expiring_soon(session: Session, scope: _Scope, now: datetime) -> list[dict[str, Any]]:
+    stmt = (
+        select(CreditAccount.currency, func.sum(CreditLot.remaining), func.count())
+        .join(CreditAccount, CreditAccount.id == CreditLot.account_id)
+        .where(
+            CreditLot.shop_id == scope.shop_id,
+            CreditLot.status == LotStatus.ACTIVE.value,
+            CreditLot.expires_at > now,
+            CreditLot.expires_at <= now + EXPIRING_SOON,
+        )
+        .group_by(CreditAccount.currency)
+    )
+    found = {currency: (int(amount), int(lots)) for currency, amount, lots in session.execute(stmt)}
+    return [
+        {
+            "currency": currency,
+            "amount": format_amount(found.get(currency, (0, 0))[0], currency),
+            "lots": found.get(currency, (0, 0))[1],
+        }
+        for currency in sorted({*scope.currencies, *found})
+    ]
+
+
+def _count(session: Session, stmt: Any) -> int:
+    return int(session.scalar(stmt) or 0)
