@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from cli import register_commands
     from extensions import db, migrate
     from storefront.wiring import init_storefront
+    from tenancy import init_app as init_tenancy
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.database_url.startswith("sqlite"):
         with app.app_context():  # creating the engine opens no connection
             event.listen(db.engine, "connect", _sqlite_pragmas)
+    init_tenancy(app)  # row-level security: each transaction is told its shop
     init_storefront(app, settings)  # before the blueprints: the proxy routes look it up
     register_blueprints(app)
     register_error_handlers(app)

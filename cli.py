@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
+import tenancy
 from blueprints.settings import current_settings
 from extensions import current_session
 from jobs.bulk import bulk_issue
@@ -120,6 +121,7 @@ def _shop_by_domain(domain: str) -> Shop:
     shop = current_session().execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
     if shop is None:
         raise click.ClickException(f"no shop {domain}")
+    tenancy.use_shop(shop.id)  # the command works for this shop (row-level security)
     return shop
 
 
@@ -253,10 +255,11 @@ def credits_reconcile(
     still_open = 0
     for shop in shops:
         click.echo(_run_line(shop.domain, reconcile_shop(shop.id, full=full, now_iso=now)))
-        for finding in open_findings(current_session(), shop.id):
-            click.echo(f"  {_finding_line(finding)}")
-            still_open += 1
-    current_session().commit()
+        with tenancy.shop(shop.id):
+            for finding in open_findings(current_session(), shop.id):
+                click.echo(f"  {_finding_line(finding)}")
+                still_open += 1
+            current_session().commit()
     click.echo(f"{still_open} open findings")
     if still_open:
         ctx.exit(1)
@@ -340,6 +343,7 @@ def demo_seed(domain: str) -> None:
     shop = current_session().execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
     if shop is None:
         shop = install_shop(domain, "demo-offline-token", native_sync=False, now=now)
+    tenancy.use_shop(shop.id)  # row-level security: the seed writes this shop's rows
     _seed_customers(shop, now)
     _seed_history(shop, now)
     _seed_presets(shop, now)

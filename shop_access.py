@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+import tenancy
 from config import Settings
 from models import ApiUsage, Shop
 from shopify_client import documents, oauth
@@ -101,6 +102,7 @@ def _installed(
     shop.reauthorize_required_at = None
     _store(shop, tokens, TokenBox(settings.token_encryption_keys))
     session.commit()
+    tenancy.use_shop(shop.id)  # known now: the request works for this shop (row-level security)
     _learn_shop_details(session, settings, shop, now)
     return shop
 

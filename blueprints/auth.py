@@ -26,6 +26,7 @@ from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
+import tenancy
 from blueprints import admin_query
 from blueprints.errors import APIError
 from blueprints.session_token import decode_session_token, shop_domain_of
@@ -73,6 +74,7 @@ def app_home() -> ResponseReturnValue:
                 "Shopify could not be reached to finish the install. Reload in a moment.",
             )
     assert shop is not None
+    tenancy.use_shop(shop.id)  # row-level security: the page shows this shop's rows alone
     page = render_template(
         "app/home.html",
         api_key=settings.shopify_api_key,

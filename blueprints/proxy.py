@@ -29,6 +29,7 @@ import time
 
 from flask import Blueprint, Response, request
 
+import tenancy
 from blueprints.errors import APIError
 from extensions import current_session
 from models.shop import is_shop_domain
@@ -70,6 +71,7 @@ def balance() -> Response:
     shop = storefront.shop(current_session, shop_domain)
     if shop is None or not shop.serving:
         raise APIError(404, "shop_not_found", "This shop does not use CreditCraft.")
+    tenancy.use_shop(shop.id)  # row-level security: the balances read is this shop's
     customer = _customer_id(query)
     if customer is None:
         if as_liquid:

@@ -18,6 +18,7 @@ import jwt
 from flask import g, request
 from sqlalchemy import select
 
+import tenancy
 from blueprints.errors import APIError
 from blueprints.settings import current_settings
 from extensions import db
@@ -102,6 +103,7 @@ def _authenticate() -> StaffSession:
     ).scalar_one_or_none()
     if shop is None or not shop.is_installed:
         raise _unauthorized("The session token's shop has not installed the app.")
+    tenancy.use_shop(shop.id)  # row-level security: the request works for this shop alone
     return StaffSession(shop=shop, user_id=str(claims["sub"]))
 
 

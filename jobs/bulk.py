@@ -14,6 +14,7 @@ lane mostly waits; a few lanes keep the database busy instead.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -22,14 +23,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rq import Retry, get_current_job
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+import tenancy
 from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
 from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
 from ledger import bulk
+from models import BulkImport
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,8 @@ def sweep_bulk_imports() -> int:
     ended without finishing it); a job still waiting or running is left alone. Failed imports
     wait for the merchant to start them again. Returns how many were enqueued (or run)."""
     session = current_session()
-    ids = bulk.issuing_imports(session)
+    with tenancy.all_shops():
+        ids = bulk.issuing_imports(session)
     settings = current_settings()
     outcomes = [enqueue_bulk_issue(settings, import_id) for import_id in ids]
     return sum(outcome in ("enqueued", "ran_inline") for outcome in outcomes)
@@ -96,12 +100,20 @@ def bulk_issue(
 
     Each row is stamped with the time it is issued (``now_iso`` fixes it, for tests). Returns
     the progress at the end. On an error the import keeps the error's text (and turns
-    ``failed`` after the last attempt) and the error is raised again for RQ's Retry.
+    ``failed`` after the last attempt) and the error is raised again for RQ's Retry. For the
+    import's shop only (row-level security), in every lane.
     """
     fixed = datetime.fromisoformat(now_iso) if now_iso else None
     run = _Run(import_id, lambda: fixed or datetime.now(UTC), batch_size, on_batch)
     session = current_session()
     session.rollback()  # nothing of ours may be open while the lanes' sessions work
+    owner = select(BulkImport.shop_id).where(BulkImport.id == import_id)
+    with tenancy.shop(tenancy.shop_owning(session, owner)):
+        return _issue(session, run, lanes)
+
+
+def _issue(session: Session, run: _Run, lanes: int) -> dict[str, Any]:
+    import_id = run.import_id
     try:
         bulk.read_progress(session, import_id)
     except bulk.ImportNotFound:  # erased with its shop meanwhile: nothing left to do
@@ -161,8 +173,13 @@ def _run_lanes(bind: Any, run: _Run, lanes: int) -> None:
         except BaseException as error:  # noqa: BLE001 - raised again once every lane is done
             errors.append(error)
 
+    # Each lane in a copy of this context: a thread starts with an empty one, and the lanes'
+    # sessions must see the shop (tenancy) the job runs for.
     threads = [
-        threading.Thread(target=lane, name=f"bulk-{run.import_id}-{n}") for n in range(lanes)
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(lane,), name=f"bulk-{run.import_id}-{n}"
+        )
+        for n in range(lanes)
     ]
     for thread in threads:
         thread.start()

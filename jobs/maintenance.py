@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+import tenancy
 from extensions import current_session
 from ledger import idempotency
 from ledger.privacy import erase_shop
@@ -21,8 +22,9 @@ ERASER = "job:erase_due_shops"
 def purge_idempotency_keys(now_iso: str | None = None) -> int:
     """Delete idempotency keys past their lifetime (≥ 24 h after first use); returns how many."""
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
-    deleted = idempotency.purge_expired(current_session(), now)
-    current_session().commit()
+    with tenancy.all_shops():
+        deleted = idempotency.purge_expired(current_session(), now)
+        current_session().commit()
     log.info("purged %d expired idempotency keys", deleted)
     return deleted
 
@@ -40,7 +42,10 @@ def erase_due_shops(now_iso: str | None = None) -> int:
     session = current_session()
     due = list(session.scalars(select(Shop.id).where(*_due(now)).order_by(Shop.redact_due_at)))
     session.commit()
-    erased = sum(_erase_if_still_due(session, shop_id, now) for shop_id in due)
+    erased = 0
+    for shop_id in due:
+        with tenancy.shop(shop_id):  # each shop's erasure sees that shop's rows alone
+            erased += _erase_if_still_due(session, shop_id, now)
     log.info("erased %d shops whose redaction was due", erased)
     return erased
 

@@ -37,6 +37,7 @@ from redis.lock import Lock
 from rq import Retry
 from sqlalchemy.orm import Session
 
+import tenancy
 from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
@@ -95,6 +96,7 @@ FIRST_PAGE, PAGE = 1, 50
 _NATIVE_FAILURES = (ShopifyClientError, LedgerError, KeyError, TypeError, ValueError)
 
 
+@tenancy.per_shop
 def reconcile_shop(shop_id: int, full: bool = False, now_iso: str | None = None) -> dict[str, Any]:
     """Reconcile one shop; returns the run's counts (``result`` says whether it ran)."""
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
@@ -349,6 +351,7 @@ def enqueue_repair(settings: Settings, shop_id: int, finding_id: int, actor: str
         return "redis_unavailable"
 
 
+@tenancy.per_shop
 def repair_finding(
     shop_id: int, finding_id: int, actor: str, now_iso: str | None = None
 ) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from rq import Retry
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+import tenancy
 from blueprints.settings import current_settings
 from config import Settings
 from extensions import current_session
@@ -105,18 +106,19 @@ def sweep_outbox(now_iso: str | None = None) -> int:
     """Enqueue every row that is due (or run it inline without Redis); returns how many."""
     now = _now(now_iso)
     session = current_session()
-    due = session.scalars(
-        select(ShopifyOutbox.entry_id)
-        .where(
-            or_(
-                (ShopifyOutbox.state == "pending") & (ShopifyOutbox.next_attempt_at <= now),
-                (ShopifyOutbox.state == "in_flight") & (ShopifyOutbox.claimed_at < now - LEASE),
+    with tenancy.all_shops():
+        due = session.scalars(
+            select(ShopifyOutbox.entry_id)
+            .where(
+                or_(
+                    (ShopifyOutbox.state == "pending") & (ShopifyOutbox.next_attempt_at <= now),
+                    (ShopifyOutbox.state == "in_flight") & (ShopifyOutbox.claimed_at < now - LEASE),
+                )
             )
-        )
-        .order_by(ShopifyOutbox.next_attempt_at)
-        .limit(SWEEP_BATCH)
-    ).all()
-    session.commit()
+            .order_by(ShopifyOutbox.next_attempt_at)
+            .limit(SWEEP_BATCH)
+        ).all()
+        session.commit()
     settings = current_settings()
     for entry_id in due:
         enqueue(settings, entry_id)
@@ -128,10 +130,16 @@ def sweep_outbox(now_iso: str | None = None) -> int:
 
 def sync_to_shopify(entry_id: str, now_iso: str | None = None) -> str:
     """Send one outbox row to Shopify; ``done``, ``skipped``, ``dead``, ``deferred``,
-    ``retrying`` or ``not_due`` (someone else has it, or it is finished)."""
-    now = _now(now_iso)
+    ``retrying`` or ``not_due`` (someone else has it, or it is finished). For the row's shop
+    only (row-level security)."""
     session = current_session()
-    row = _claim(session, uuid.UUID(entry_id), now)
+    owner = select(ShopifyOutbox.shop_id).where(ShopifyOutbox.entry_id == uuid.UUID(entry_id))
+    with tenancy.shop(tenancy.shop_owning(session, owner)):
+        return _sync(session, uuid.UUID(entry_id), _now(now_iso))
+
+
+def _sync(session: Session, entry_id: uuid.UUID, now: datetime) -> str:
+    row = _claim(session, entry_id, now)
     if row is None:
         return "not_due"
     try:

@@ -21,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from rq import Queue, Retry
-from sqlalchemy import Table, and_, func, null, or_, select, update
+from sqlalchemy import Select, Table, and_, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
+import tenancy
 from config import Settings
 from extensions import current_session
 from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
@@ -124,11 +125,27 @@ def _enqueue_unique(queue: Queue, event_id: int, *, replace_finished: bool = Fal
 
 
 def process_webhook(event_id: int, now_iso: str | None = None) -> str:
-    """Process delivery ``event_id`` once; returns the state it is left in (or ``skipped``)."""
+    """Process delivery ``event_id`` once; returns the state it is left in (or ``skipped``).
+
+    For its shop only (row-level security): the delivery's, or the one its domain names now.
+    """
+    session = current_session()
+    with tenancy.shop(tenancy.shop_owning(session, _shop_of_event(event_id))):
+        return _process(session, event_id, _now(now_iso))
+
+
+def _shop_of_event(event_id: int) -> Select[tuple[int | None]]:
+    c = _events.c
+    return (
+        select(func.coalesce(c.shop_id, Shop.id))
+        .select_from(_events.outerjoin(Shop, Shop.domain == c.shop_domain))
+        .where(c.id == event_id)
+    )
+
+
+def _process(session: Session, event_id: int, now: datetime) -> str:
     from webhooks.topics import AFTER_UNINSTALL_TOPICS, Delivery, Ignored, handlers
 
-    now = _now(now_iso)
-    session = current_session()
     claimed = _claim(session, event_id, now)
     session.commit()
     if claimed is None:
@@ -287,8 +304,11 @@ def sweep_webhooks(now_iso: str | None = None) -> int:
             and_(c.state == "processing", c.claimed_at < now - LEASE),
         ),
     )
-    ids: list[int] = list(session.scalars(candidates.order_by(c.received_at).limit(SWEEP_BATCH)))
-    session.commit()
+    with tenancy.all_shops():
+        ids: list[int] = list(
+            session.scalars(candidates.order_by(c.received_at).limit(SWEEP_BATCH))
+        )
+        session.commit()
     if settings.redis_url is None:
         return sum(enqueue(settings, event_id) == "ran_inline" for event_id in ids)
     queue = webhook_queue(settings.redis_url)
@@ -306,6 +326,13 @@ def prune_webhook_payloads(now_iso: str | None = None) -> int:
     """
     now = _now(now_iso)
     session = current_session()
+    with tenancy.all_shops():
+        pruned = _prune(session, now)
+    log.info("pruned %d webhook payloads older than %s", pruned, PAYLOAD_RETENTION)
+    return pruned
+
+
+def _prune(session: Session, now: datetime) -> int:
     c = _events.c
     pruned = 0
     while True:
@@ -324,9 +351,7 @@ def prune_webhook_payloads(now_iso: str | None = None) -> int:
         count: int = result.rowcount  # type: ignore[attr-defined]
         pruned += count
         if count < PRUNE_BATCH:
-            break
-    log.info("pruned %d webhook payloads older than %s", pruned, PAYLOAD_RETENTION)
-    return pruned
+            return pruned
 
 
 def _now(now_iso: str | None) -> datetime:

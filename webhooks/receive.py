@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 from werkzeug.datastructures import Headers
 
+import tenancy
 from models import Shop, WebhookEvent
 from models.shop import is_shop_domain
 from webhooks.topics import COMPLIANCE_TOPICS
@@ -123,10 +124,10 @@ def record(session: Session, delivery: Incoming, now: datetime) -> int | None:
 
     One statement: the shop is looked up in a subquery (an unknown domain leaves ``shop_id``
     empty) and a conflict on the unique webhook id does nothing, which PostgreSQL also
-    resolves for two requests inserting the same id at once. On its own (the session bound
-    to the engine, as in a request) it runs in autocommit: one round trip, no BEGIN and
-    COMMIT around it. Inside a transaction the caller already holds (tests bind the session
-    to one), it joins that transaction and commits the session.
+    resolves for two requests inserting the same id at once. On PostgreSQL it runs in a short
+    transaction of its own after the statement that names the delivery's shop for row-level
+    security (tenancy.py); on SQLite, autocommitted. Inside a transaction the caller already
+    holds (tests bind the session to one), it joins that transaction and commits the session.
     """
     statement = _INSERTS[session.get_bind().dialect.name]
     params = {
@@ -141,10 +142,18 @@ def record(session: Session, delivery: Incoming, now: datetime) -> int | None:
         "received_at": now,
     }
     bind = session.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        # Row-level security: the row may only be written for the transaction's shop, so the
+        # delivery's shop (by its domain) is named first, in the same short transaction.
+        with bind.begin() as connection:
+            tenancy.use_shop_of_domain(connection, delivery.shop_domain)
+            recorded: int | None = connection.execute(statement, params).scalar_one_or_none()
+            return recorded
     if isinstance(bind, Engine):
         with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             autocommitted: int | None = connection.execute(statement, params).scalar_one_or_none()
             return autocommitted
+    tenancy.use_shop_of_domain(session.connection(), delivery.shop_domain)
     new_id: int | None = session.execute(statement, params).scalar_one_or_none()
     session.commit()
     return new_id
