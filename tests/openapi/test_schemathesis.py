@@ -4,7 +4,8 @@ Each operation is a test of its own: its examples, coverage cases and generated 
 (positive and negative) are called in-process (WSGI) on the app, signed in with a real session
 token for a seeded shop (tests/openapi/conftest.py), in the test's rolled-back PostgreSQL
 transaction (``app_context``: the app's db.session is the test's). Path ids are sometimes the
-seeded shop's real customers, lots, imports and data requests, so requests get past the 404s.
+seeded shop's real customers, lots, imports, data requests, findings, runs and presets, so
+requests get past the 404s.
 
 Reproducible and fast: a fixed seed, derandomized generation, no example database, and a cap
 on the examples per operation.
@@ -43,9 +44,10 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-# The queues a call may enqueue to (a started bulk import): emptied after each test, so that
-# no later worker runs a job for rows this test's rollback removed.
-QUEUES = ("bulk",)
+# The queues a call may enqueue to (a started bulk import, a reconciliation run, a repair):
+# emptied after each test, so that no later worker runs a job for rows this test's rollback
+# removed.
+QUEUES = ("bulk", "default")
 
 # A raw text/csv upload is text on the wire, as text/plain is.
 schemathesis.serializer.alias("text/csv", "text/plain")
