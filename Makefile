@@ -25,6 +25,7 @@ run: $(STAMP) ## serve the app on http://127.0.0.1:8000 (SQLite under instance/,
 	mkdir -p instance
 	CREDITCRAFT_ENV=development $(FLASK) db upgrade
 	CREDITCRAFT_ENV=development $(FLASK) demo seed
+	@echo "CreditCraft's pages: open http://127.0.0.1:8000/app/dev/login (the demo shop, signed in as dev-staff)"
 	CREDITCRAFT_ENV=development $(FLASK) run --host 127.0.0.1 --port 8000
 
 test: $(STAMP) lint ## lint, then the whole suite on throwaway PostgreSQL + Redis (installed through apt-get if missing)

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 import click
-import jwt
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 import tenancy
+from blueprints.session_token import mint_development_token
 from blueprints.settings import current_settings
 from extensions import current_session
 from jobs.bulk import bulk_issue
@@ -360,17 +360,8 @@ def demo_token(domain: str, user: str, minutes: int) -> None:
     if settings.is_production:
         raise click.ClickException("demo token exists only in development and tests")
     _shop_by_domain(domain)
-    now = _utc(None)
-    claims = {
-        "iss": f"https://{domain}/admin",
-        "dest": f"https://{domain}",
-        "aud": settings.shopify_api_key,
-        "sub": user,
-        "nbf": int(now.timestamp()),
-        "iat": int(now.timestamp()),
-        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
-    }
-    click.echo(jwt.encode(claims, settings.shopify_api_secret, algorithm="HS256"))
+    token = mint_development_token(settings, domain, user=user, minutes=minutes, now=_utc(None))
+    click.echo(token)
 
 
 # Issuance presets: name, amount, expiry days, reason, source.

@@ -16,3 +16,15 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(openapi.bp, url_prefix="/api")
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(proxy.bp)  # routes carry their /proxy/ path themselves
+    _register_pages(app)
+
+
+def _register_pages(app: Flask) -> None:
+    """The merchant's pages (routes carry their /app/... path themselves); the dev login only
+    in development, so that in production its route does not exist."""
+    from blueprints import dev_login, pages
+    from blueprints.settings import EXTENSION_KEY
+
+    app.register_blueprint(pages.bp)
+    if app.extensions[EXTENSION_KEY].env == "development":
+        app.register_blueprint(dev_login.bp)

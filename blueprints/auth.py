@@ -8,8 +8,9 @@
   legacy installs): HMAC over the query, a fresh timestamp, and ``state`` equal to the nonce
   we set in a signed, short-lived cookie on this browser.
 
-Every HTML answer carries ``Content-Security-Policy: frame-ancestors https://{shop}
-https://admin.shopify.com`` (or ``'none'`` when no shop is known), as App Review requires.
+Every HTML answer carries the headers blueprints/html.py sets (CSP ``frame-ancestors``, as
+App Review requires; ``Referrer-Policy``; ``no-store``). The first load renders the Dashboard
+(blueprints/pages.py).
 """
 
 from __future__ import annotations
@@ -20,19 +21,18 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-import jwt
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
 import tenancy
-from blueprints import admin_query
+from blueprints import admin_query, pages
 from blueprints.errors import APIError
-from blueprints.session_token import decode_session_token, shop_domain_of
+from blueprints.html import bounce, html_error, html_page
+from blueprints.session_token import shop_domain_of, verified_claims
 from blueprints.settings import current_settings
 from extensions import current_session
-from ledger.queries import outstanding_by_currency
 from models import Shop
 from models.shop import is_shop_domain
 from shop_access import install_with_code, install_with_session_token, needs_token_exchange
@@ -55,9 +55,9 @@ STATE_SALT = "creditcraft.oauth-state"
 def app_home() -> ResponseReturnValue:
     settings = current_settings()
     id_token = request.args.get("id_token", "")
-    claims = _verified_claims(id_token) if id_token else None
+    claims = verified_claims(id_token) if id_token else None
     if claims is None:
-        return _bounce()
+        return bounce()
     shop_domain = shop_domain_of(claims)
     now = datetime.now(UTC)
     session = current_session()
@@ -66,42 +66,17 @@ def app_home() -> ResponseReturnValue:
         try:
             shop = install_with_session_token(session, settings, shop_domain, id_token, now)
         except InvalidSubjectToken:
-            return _bounce()  # Shopify refused this id_token: App Bridge fetches a new one
+            return bounce()  # Shopify refused this id_token: App Bridge fetches a new one
         except ShopifyClientError:
-            return _html_error(
+            return html_error(
                 shop_domain,
                 503,
                 "Shopify could not be reached to finish the install. Reload in a moment.",
             )
     assert shop is not None
     tenancy.use_shop(shop.id)  # row-level security: the page shows this shop's rows alone
-    page = render_template(
-        "app/home.html",
-        api_key=settings.shopify_api_key,
-        shop=shop,
-        liability=outstanding_by_currency(session, shop.id),
-    )
-    return _html(page, shop_domain)
-
-
-def _verified_claims(id_token: str) -> dict[str, object] | None:
-    settings = current_settings()
-    keys = [s for s in (settings.shopify_api_secret, settings.shopify_api_secret_previous) if s]
-    try:
-        return decode_session_token(id_token, keys, settings.shopify_api_key)
-    except jwt.InvalidTokenError:
-        return None
-
-
-def _bounce() -> ResponseReturnValue:
-    """Send a load without a valid id_token to the bounce page, to come back with one."""
-    shop = request.args.get("shop", "")
-    if not is_shop_domain(shop):
-        return _html_error(None, 400, "Open CreditCraft from your Shopify admin.")
-    query = [(k, v) for k, v in request.args.items(multi=True) if k != "id_token"]
-    reload_url = f"{request.path}?{urlencode(query)}"
-    keep = [(k, v) for k, v in query if k in ("shop", "host", "embedded")]
-    return redirect(f"/app/bounce?{urlencode([*keep, ('shopify-reload', reload_url)])}", code=302)
+    pages.open_page(shop, claims, id_token)
+    return pages.dashboard()
 
 
 @bp.get("/app/bounce")
@@ -110,9 +85,9 @@ def bounce_page() -> Response:
     shop = request.args.get("shop", "")
     reload_url = request.args.get("shopify-reload", "")
     if not is_shop_domain(shop) or not reload_url.startswith("/app"):
-        return _html_error(None, 400, "Open CreditCraft from your Shopify admin.")
+        return html_error(None, 400, "Open CreditCraft from your Shopify admin.")
     page = render_template("app/bounce.html", api_key=current_settings().shopify_api_key)
-    return _html(page, shop)
+    return html_page(page, shop)
 
 
 # -- the authorization-code grant ----------------------------------------------------------------
@@ -140,7 +115,7 @@ def begin() -> Response:
     )
     if request.args.get("embedded") == "1":
         # Shopify's grant screen refuses to load in the admin's iframe: leave it first.
-        response = _html(
+        response = html_page(
             render_template("app/exit_iframe.html", api_key=settings.shopify_api_key, url=url), shop
         )
     else:
@@ -229,19 +204,3 @@ def _after_install_url(shop: str, host: str | None) -> str:
         if admin.startswith("admin.shopify.com/store/") or admin == f"{shop}/admin":
             return f"https://{admin}/apps/{settings.shopify_api_key}/"
     return f"{settings.app_url}/app?{urlencode({'shop': shop})}"
-
-
-# -- HTML answers ------------------------------------------------------------------------------
-
-
-def _html(body: str, shop: str | None, status: int = 200) -> Response:
-    response = make_response(body, status)
-    response.headers["Content-Type"] = "text/html; charset=utf-8"
-    ancestors = f"https://{shop} https://admin.shopify.com" if shop else "'none'"
-    response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors};"
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _html_error(shop: str | None, status: int, message: str) -> Response:
-    return _html(render_template("app/error.html", message=message), shop, status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -21,12 +22,15 @@ from sqlalchemy import select
 import tenancy
 from blueprints.errors import APIError
 from blueprints.settings import current_settings
+from config import Settings
 from extensions import db
 from models import Shop
 from models.shop import is_shop_domain
 
 LEEWAY_SECONDS = 10
 RETRY_HEADER = {"X-Shopify-Retry-Invalid-Session-Request": "1"}
+# Set on the tokens ``mint_development_token`` makes (never on Shopify's own).
+DEV_CLAIM = "creditcraft_dev"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,23 +91,66 @@ def require_session_token(view: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def verify_session_token(token: str) -> dict[str, Any]:
+    """The claims of ``token`` checked against this app's key and secrets (current, previous);
+    raises jwt.InvalidTokenError. The one check behind the API's Bearer tokens and the pages'
+    ``id_token``."""
+    settings = current_settings()
+    secrets = [s for s in (settings.shopify_api_secret, settings.shopify_api_secret_previous) if s]
+    return decode_session_token(token, secrets, settings.shopify_api_key)
+
+
+def verified_claims(token: str) -> dict[str, Any] | None:
+    """``verify_session_token`` for callers that only need yes or no."""
+    try:
+        return verify_session_token(token)
+    except jwt.InvalidTokenError:
+        return None
+
+
+def installed_shop(shop_domain: str) -> Shop | None:
+    """The shop a verified token names, if it has the app installed (not uninstalled); the
+    request then works for that shop alone (row-level security, tenancy.py)."""
+    shop = db.session.execute(select(Shop).where(Shop.domain == shop_domain)).scalar_one_or_none()
+    if shop is None or not shop.is_installed:
+        return None
+    tenancy.use_shop(shop.id)
+    return shop
+
+
+def mint_development_token(
+    settings: Settings, shop_domain: str, *, user: str, minutes: int, now: datetime
+) -> str:
+    """A session token for ``shop_domain`` signed as Shopify would, for development only
+    (``flask demo token``, the pages' dev login). It carries ``creditcraft_dev``: a page
+    opened with it is outside Shopify admin, so it renders without App Bridge."""
+    if settings.is_production:
+        raise PermissionError("development session tokens are never minted in production")
+    claims = {
+        "iss": f"https://{shop_domain}/admin",
+        "dest": f"https://{shop_domain}",
+        "aud": settings.shopify_api_key,
+        "sub": user,
+        "nbf": int(now.timestamp()),
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
+        DEV_CLAIM: True,
+    }
+    return jwt.encode(claims, settings.shopify_api_secret, algorithm="HS256")
+
+
 def _authenticate() -> StaffSession:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("A session token is required (Authorization: Bearer …).")
-    settings = current_settings()
-    secrets = [s for s in (settings.shopify_api_secret, settings.shopify_api_secret_previous) if s]
     try:
-        claims = decode_session_token(token.strip(), secrets, settings.shopify_api_key)
+        claims = verify_session_token(token.strip())
     except jwt.InvalidTokenError as error:
         raise _unauthorized(f"The session token is not valid: {error}.") from None
-    shop = db.session.execute(
-        select(Shop).where(Shop.domain == shop_domain_of(claims))
-    ).scalar_one_or_none()
-    if shop is None or not shop.is_installed:
+    shop = installed_shop(shop_domain_of(claims))
+    if shop is None:
         raise _unauthorized("The session token's shop has not installed the app.")
-    tenancy.use_shop(shop.id)  # row-level security: the request works for this shop alone
     return StaffSession(shop=shop, user_id=str(claims["sub"]))
 
 

@@ -10,9 +10,10 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_
+from sqlalchemy.orm import Session, aliased
 
+from ledger.kinds import LotStatus
 from ledger.money import format_amount
 from ledger.views import account_json, entry_json, iso, lot_json
 from models import CreditAccount, CreditLot, Customer, LedgerEntry
@@ -67,25 +68,65 @@ def find_customer_row(session: Session, shop_id: int, shopify_customer_id: int) 
     return session.execute(stmt).scalar_one_or_none()
 
 
-def customer_detail(session: Session, customer: Customer) -> dict[str, Any]:
-    """The customer, each account (one per currency) with its balance and every lot."""
+def customer_detail(
+    session: Session, customer: Customer, *, closed_lots: int | None = None
+) -> dict[str, Any]:
+    """The customer, each account (one per currency) with its balance and its lots, newest
+    first: every lot, or with ``closed_lots`` every active lot (what can still be spent) and
+    only the newest ``closed_lots`` closed ones, the number left out in ``closed_lots_hidden``
+    (a long-time customer has hundreds of spent and expired lots; a page shows a few)."""
     accounts = _accounts_of(session, [customer.id])[customer.id]
     lots: dict[int, list[CreditLot]] = defaultdict(list)
+    hidden: dict[int, int] = {}
     if accounts:
-        stmt = (
-            select(CreditLot)
-            .where(CreditLot.account_id.in_([a.id for a in accounts]))
-            .order_by(CreditLot.created_at.desc(), CreditLot.id)
-        )
-        for lot in session.scalars(stmt):
+        ids = [a.id for a in accounts]
+        if closed_lots is None:
+            stmt = select(CreditLot).where(CreditLot.account_id.in_(ids))
+        else:
+            stmt = _active_and_newest_closed(ids, closed_lots)
+            hidden = _closed_lots_beyond(session, ids, closed_lots)
+        for lot in session.scalars(stmt.order_by(CreditLot.created_at.desc(), CreditLot.id)):
             lots[lot.account_id].append(lot)
     return {
         "customer": customer_json(customer, accounts),
         "accounts": [
-            account_json(a) | {"lots": [lot_json(lot, a.currency) for lot in lots[a.id]]}
+            account_json(a)
+            | {"lots": [lot_json(lot, a.currency) for lot in lots[a.id]]}
+            | ({"closed_lots_hidden": hidden.get(a.id, 0)} if closed_lots is not None else {})
             for a in sorted(accounts, key=lambda a: a.currency)
         ],
     }
+
+
+def _active_and_newest_closed(account_ids: list[int], closed: int) -> Select[CreditLot]:
+    """Active lots (the partial index) and, per account, the newest ``closed`` closed ones."""
+    ranked = (
+        select(
+            CreditLot.id,
+            func.row_number()
+            .over(
+                partition_by=CreditLot.account_id,
+                order_by=(CreditLot.created_at.desc(), CreditLot.id),
+            )
+            .label("rank"),
+        )
+        .where(CreditLot.account_id.in_(account_ids), CreditLot.status != LotStatus.ACTIVE.value)
+        .subquery()
+    )
+    newest_closed = select(ranked.c.id).where(ranked.c.rank <= closed)
+    return select(CreditLot).where(
+        CreditLot.account_id.in_(account_ids),
+        or_(CreditLot.status == LotStatus.ACTIVE.value, CreditLot.id.in_(newest_closed)),
+    )
+
+
+def _closed_lots_beyond(session: Session, account_ids: list[int], shown: int) -> dict[int, int]:
+    stmt = (
+        select(CreditLot.account_id, func.count())
+        .where(CreditLot.account_id.in_(account_ids), CreditLot.status != LotStatus.ACTIVE.value)
+        .group_by(CreditLot.account_id)
+    )
+    return {account: max(0, count - shown) for account, count in session.execute(stmt)}
 
 
 def ledger_page(
@@ -96,22 +137,28 @@ def ledger_page(
     before: tuple[str, str] | None,
     limit: int,
 ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
-    """Entries newest first; ``before`` is the (created_at, id) of the last entry already seen."""
+    """Entries newest first; ``before`` is the (created_at, id) of the last entry already seen.
+
+    The customer's entries are read through their accounts' index first (a materialized CTE),
+    then sorted: left to itself, PostgreSQL walks the shop's whole history backwards on
+    ``ix_ledger_entries_shop_created`` looking for this customer's newest entries, which on a
+    shop of a million entries costs tens of milliseconds for a customer who was quiet lately.
+    The cost is then the customer's own entry count (2,000: about 3 ms).
+    """
     accounts = {a.id: a for a in _accounts_of(session, [customer.id])[customer.id]}
     if currency is not None:
         accounts = {i: a for i, a in accounts.items() if a.currency == currency}
     if not accounts:
         return [], None
-    stmt = (
-        select(LedgerEntry)
-        .where(LedgerEntry.shop_id == customer.shop_id, LedgerEntry.account_id.in_(accounts))
-        .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
-        .limit(limit + 1)
+    theirs = select(LedgerEntry).where(
+        LedgerEntry.shop_id == customer.shop_id, LedgerEntry.account_id.in_(accounts)
     )
     if before is not None:
         at = datetime.fromisoformat(before[0].replace("Z", "+00:00"))
         last_id = uuid.UUID(before[1])
-        stmt = stmt.where(tuple_(LedgerEntry.created_at, LedgerEntry.id) < (at, last_id))
+        theirs = theirs.where(tuple_(LedgerEntry.created_at, LedgerEntry.id) < (at, last_id))
+    found = aliased(LedgerEntry, theirs.cte("customer_entries").prefix_with("MATERIALIZED"))
+    stmt = select(found).order_by(found.created_at.desc(), found.id.desc()).limit(limit + 1)
     entries = list(session.scalars(stmt))
     more = len(entries) > limit
     entries = entries[:limit]
