@@ -24,7 +24,7 @@ from jobs.queues import RedisNotConfigured, redis_connection, run_worker
 from jobs.reconcile import reconcile_shop
 from jobs.schedule import Scheduler, beside_worker, stop_on_signals
 from jobs.webhooks import REDIS_DOWN, prune_webhook_payloads, sweep_webhooks
-from ledger import bulk, operations, presets
+from ledger import bulk, operations, presets, seed
 from ledger.accounts import find_account
 from ledger.book import Actor
 from ledger.findings import open_findings
@@ -337,8 +337,23 @@ def webhooks_prune(now_iso: str | None) -> None:
 
 @demo_cli.command("seed")
 @click.option("--shop", "domain", default=DEMO_SHOP, show_default=True)
-def demo_seed(domain: str) -> None:
-    """An installed demo shop with customers, lots and history (safe to run again)."""
+@click.option("--large", is_flag=True, help="Also a large shop's history (PostgreSQL only).")
+@click.option("--customers", type=click.IntRange(1), help="With --large: customers [10000].")
+@click.option("--entries", type=click.IntRange(1), help="With --large: about this many entries.")
+def demo_seed(domain: str, large: bool, customers: int | None, entries: int | None) -> None:
+    """An installed demo shop with customers, lots and history (safe to run again).
+
+    With --large, also 10,000 customers and 1,000,000 ledger entries over two years, loaded
+    with COPY (see ledger/seed.py); customers already seeded are kept, so a rerun adds nothing.
+    """
+    plan = _large_plan(customers, entries) if large else None
+    if not large and (customers or entries):
+        raise click.UsageError("--customers and --entries go with --large")
+    if plan is not None and current_session().get_bind().dialect.name != "postgresql":
+        raise click.ClickException(
+            "--large loads rows with PostgreSQL's COPY: point DATABASE_URL at PostgreSQL "
+            "(make run uses SQLite; `flask demo seed` without --large works there)"
+        )
     now = _utc(None)
     shop = current_session().execute(select(Shop).where(Shop.domain == domain)).scalar_one_or_none()
     if shop is None:
@@ -348,6 +363,39 @@ def demo_seed(domain: str) -> None:
     _seed_history(shop, now)
     _seed_presets(shop, now)
     click.echo(f"demo shop {shop.domain} ready with {len(DEMO_CUSTOMERS)} customers")
+    if plan is not None:
+        _seed_large(shop, plan, now)
+
+
+def _large_plan(customers: int | None, entries: int | None) -> seed.Plan:
+    try:
+        return seed.Plan(customers or seed.Plan.customers, entries or seed.Plan.entries)
+    except ValueError as wrong:
+        raise click.UsageError(f"--customers/--entries: {wrong}") from None
+
+
+def _seed_large(shop: Shop, plan: seed.Plan, now: datetime) -> None:
+    def progress(report: seed.SeedReport, customers: int) -> None:
+        click.echo(
+            f"  {report.already + report.customers:,}/{customers:,} customers, "
+            f"{report.entries:,} entries, {report.seconds:.1f} s"
+        )
+
+    try:
+        report = seed.seed_large_shop(current_session(), shop.id, plan, now=now, progress=progress)
+    except seed.SeedRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    if report.customers == 0:
+        click.echo(f"large shop {shop.domain} already holds its {plan.customers:,} customers")
+        return
+    seed.analyze(current_session().connection())
+    current_session().commit()
+    click.echo(
+        f"large shop {shop.domain}: {report.customers:,} customers added "
+        f"({report.already:,} already there), {report.accounts:,} accounts, {report.lots:,} lots, "
+        f"{report.entries:,} entries, {report.allocations:,} allocations, "
+        f"{report.audits:,} audit rows in {report.seconds:.1f} s; tables analyzed"
+    )
 
 
 @demo_cli.command("token")

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from ledger.views import account_json, entry_json, iso, lot_json
 from models import (
@@ -167,6 +167,7 @@ def data_requests(session: Session, shop_id: int) -> list[dict[str, Any]]:
     """The shop's data requests, newest first (the exports themselves are downloaded one by one)."""
     rows = session.scalars(
         select(DataRequest)
+        .options(defer(DataRequest.export))  # a long customer's export is megabytes of JSON
         .where(DataRequest.shop_id == shop_id)
         .order_by(DataRequest.created_at.desc(), DataRequest.id.desc())
     )
