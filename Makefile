@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 FLASK  := $(BIN)/flask --app app:create_app
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast worker bench lint fmt
+.PHONY: help install run test test-fast worker bench lint fmt backup restore-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ worker: $(STAMP) ## an RQ worker (with the periodic schedule) against REDIS_URL
 
 bench: $(STAMP) ## every benchmark under bench/ (B=name runs one), on throwaway PostgreSQL + Redis
 	scripts/with-services.sh scripts/run-bench.sh $(B)
+
+backup: ## pg_dump DATABASE_URL into BACKUP_DIR (default backups/), keeping the newest BACKUP_KEEP (14)
+	scripts/backup.sh
+
+restore-check: $(STAMP) ## restore FILE=<dump> into a scratch database; check migrations, every chain and the totals
+	scripts/restore-check.sh "$(FILE)"
 
 lint: $(STAMP) ## ruff check + ruff format --check + mypy
 	$(BIN)/ruff check .

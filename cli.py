@@ -30,6 +30,7 @@ from ledger.book import Actor
 from ledger.findings import open_findings
 from ledger.kinds import LotSource
 from ledger.money import Money, format_amount
+from ledger_cli import ledger_cli
 from models import Customer, ReconciliationFinding, Shop
 from models.shop import is_shop_domain
 from shop_access import rotate_token_encryption
@@ -56,6 +57,7 @@ def register_commands(app: Flask) -> None:
         app.cli.add_command(group)
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)
+    app.cli.add_command(ledger_cli)
 
 
 @click.command("worker")

@@ -22,6 +22,7 @@ DEFAULT_SCOPES = (
 # Development and test defaults only: production refuses to start without its own secrets.
 DEVELOPMENT_SECRET = "dev-only-secret-not-for-production-0123456789"  # noqa: S105
 DEVELOPMENT_FERNET_KEY = "ZGV2LW9ubHkta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="
+DEVELOPMENT_ARCHIVE_KEY = "dev-only-archive-signing-key-not-for-production"  # noqa: S105
 SQLITE_DEFAULT = f"sqlite:///{PROJECT_ROOT / 'instance' / 'creditcraft.sqlite3'}"
 
 
@@ -49,6 +50,10 @@ class Settings:
     redis_url: str | None = None
     slow_query_ms: int = 200
     idempotency_key_ttl_hours: int = 48
+    # Retention (ledger/archive.py): the schedule archives entries older than this many days
+    # (None: never by itself); the checkpoints' HMAC secrets, newest first (rotation).
+    ledger_retention_days: int | None = None
+    archive_signing_keys: tuple[str, ...] = ()
     # Storefront balance look-ups (App Proxy): limits per minute, and cache lifetimes.
     proxy_rate_limit_per_ip: int = 120
     proxy_rate_limit_per_shop: int = 6000
@@ -113,7 +118,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         proxy_rate_limit_per_shop=_positive(env, "PROXY_RATE_LIMIT_PER_SHOP", 6000),
         storefront_cache_ttl=_positive(env, "STOREFRONT_CACHE_TTL", 120),
         storefront_local_ttl=_positive(env, "STOREFRONT_LOCAL_TTL", 30),
+        ledger_retention_days=_retention_days(env),
+        archive_signing_keys=_archive_signing_keys(env, mode),
     )
+
+
+def _retention_days(env: Mapping[str, str]) -> int | None:
+    if not env.get("LEDGER_RETENTION_DAYS", "").strip():
+        return None
+    return _positive(env, "LEDGER_RETENTION_DAYS", 1)
+
+
+def _archive_signing_keys(env: Mapping[str, str], mode: str) -> tuple[str, ...]:
+    """Production needs its own once the schedule archives; elsewhere a development key."""
+    keys = _csv(env.get("ARCHIVE_SIGNING_KEYS", ""))
+    if keys or mode != "production":
+        return keys or (DEVELOPMENT_ARCHIVE_KEY,)
+    if env.get("LEDGER_RETENTION_DAYS", "").strip():
+        raise ConfigError(
+            "config: ARCHIVE_SIGNING_KEYS is required when LEDGER_RETENTION_DAYS is set"
+        )
+    return ()
 
 
 def _csv(value: str) -> tuple[str, ...]:

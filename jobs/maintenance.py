@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 import tenancy
+from blueprints.settings import current_settings
 from extensions import current_session
 from ledger import idempotency
+from ledger.archive import SCHEDULED_MIN_ENTRIES, archive_ledger
+from ledger.checkpoints import CheckpointKeys
 from ledger.privacy import erase_shop
 from models import Shop
 
 log = logging.getLogger(__name__)
 
 ERASER = "job:erase_due_shops"
+
+
+def archive_old_entries(now_iso: str | None = None) -> dict[str, int]:
+    """Archive ledger entries older than LEDGER_RETENTION_DAYS (unset: nothing, ever).
+
+    Each account's prefix moves behind a signed checkpoint (ledger/archive.py), once it is
+    SCHEDULED_MIN_ENTRIES long. Resumable: a run that stops keeps the accounts it finished.
+    """
+    settings = current_settings()
+    days = settings.ledger_retention_days
+    if days is None:
+        log.info("LEDGER_RETENTION_DAYS is not set: the ledger is not archived")
+        return {"accounts": 0, "entries": 0, "refused": 0}
+    now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    with tenancy.all_shops():  # a sweep of every shop (row-level security)
+        report = archive_ledger(
+            current_session(),
+            before=now - timedelta(days=days),
+            keys=CheckpointKeys(settings.archive_signing_keys),
+            now=now,
+            min_entries=SCHEDULED_MIN_ENTRIES,
+        )
+    for line in report.lines():
+        (log.error if line.lstrip().startswith("refused") else log.info)(line)
+    return {
+        "accounts": report.accounts_archived,
+        "entries": report.entries,
+        "refused": len(report.refused),
+    }
 
 
 def purge_idempotency_keys(now_iso: str | None = None) -> int:

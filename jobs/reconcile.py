@@ -44,6 +44,7 @@ from extensions import current_session
 from jobs.native import find_account, native_money, native_transaction
 from jobs.queues import REDIS_DOWN, enqueue_unique, redis_connection, shared_queue
 from jobs.sync import sync_to_shopify
+from ledger.checkpoints import CheckpointKeys
 from ledger.errors import FindingNotFound, LedgerError
 from ledger.findings import (
     SEND_OUTBOX,
@@ -178,7 +179,10 @@ def _reconcile(
     keep: Callable[[], None],
 ) -> None:
     changed = all_accounts(session, shop.id) if full else changed_accounts(session, shop.id)
-    check_ledger(session, shop.id, changed, full=full, now=now, tally=tally, keep_alive=keep)
+    keys = CheckpointKeys(settings.archive_signing_keys)
+    check_ledger(
+        session, shop.id, changed, full=full, now=now, tally=tally, keep_alive=keep, keys=keys
+    )
     if not shop.native_sync:
         return
     if not shop.is_installed:

@@ -197,6 +197,15 @@ TABLE: tuple[Periodic, ...] = (
         queue="default",
         timeout=timedelta(hours=1),
     ),
+    # Retention: does nothing unless LEDGER_RETENTION_DAYS is set.
+    Periodic(
+        "archive-ledger",
+        "jobs.maintenance.archive_old_entries",
+        every=DAY,
+        at=timedelta(hours=5),
+        queue="bulk",
+        timeout=timedelta(hours=2),
+    ),
 )
 
 

@@ -9,7 +9,9 @@
   or was spent and must stay traceable.
 - Erasure (``shop/redact``, 48 h after uninstall): the shop's data deleted; the shop row stays
   as a tombstone (domain and dates only). It is the one DELETE the ledger's append-only
-  trigger lets through, and only for a shop marked erased in the same transaction.
+  trigger lets through, and only for a shop marked erased in the same transaction (besides
+  retention's, ledger/archive.py, which deletes only what it copied to the archive). The
+  archive and its checkpoints are the shop's data too, and go with the rest.
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ from models import (
     Customer,
     DataRequest,
     EntryAllocation,
+    EntryAllocationArchive,
     IdempotencyKey,
     IssuancePreset,
+    LedgerCheckpoint,
     LedgerEntry,
+    LedgerEntryArchive,
     ReconciliationFinding,
     ReconciliationRun,
     Shop,
     ShopifyOutbox,
+    ShopifyOutboxArchive,
     WebhookEvent,
 )
 
@@ -269,6 +275,10 @@ def erase_shop(
         ShopifyOutbox,
         EntryAllocation,
         LedgerEntry,
+        ShopifyOutboxArchive,
+        EntryAllocationArchive,
+        LedgerEntryArchive,
+        LedgerCheckpoint,
         ReconciliationFinding,
         ReconciliationRun,
         BulkImportRow,

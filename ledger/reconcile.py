@@ -46,6 +46,7 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from ledger.checkpoints import CheckpointKeys
 from ledger.errors import LedgerError
 from ledger.external import ExternalMovement, import_external
 from ledger.findings import (
@@ -200,9 +201,11 @@ def check_ledger(
     now: datetime,
     tally: Tally,
     keep_alive: Callable[[], None] = lambda: None,
+    keys: CheckpointKeys | None = None,
 ) -> None:
     """Verify ``account_ids`` from their checkpoints (``full``: from their first entries);
     a finding for each kind of violation of an account; clean accounts' checkpoints advance.
+    ``keys`` check the signatures of archive checkpoints (ledger/archive.py).
 
     Each batch is read in one snapshot and its findings and checkpoints committed before the
     next, so a run that stops half-way has kept what it verified.
@@ -213,7 +216,7 @@ def check_ledger(
         session.commit()
         begin_snapshot(session)
         checkpoints = _checkpoints(session, batch)
-        checks = verify_accounts(session, batch, None if full else checkpoints)
+        checks = verify_accounts(session, batch, None if full else checkpoints, keys=keys)
         session.commit()
         labels = _labels(session, [check.account_id for check in checks if not check.clean])
         for check in checks:

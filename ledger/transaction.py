@@ -26,7 +26,7 @@ from ledger.errors import AccountNotFound, IdempotencyConflict, InsufficientFund
 from ledger.money import Money
 from ledger.store import lock_account, lock_customer_account, open_book, write_book
 from ledger.views import Receipt, account_json, entry_json, lot_json
-from models import AuditLog, IdempotencyKey, LedgerEntry
+from models import AuditLog, IdempotencyKey, LedgerEntry, LedgerEntryArchive
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,13 @@ def _refuse_a_spent_key(req: Request) -> None:
             LedgerEntry.shop_id == req.by.shop_id, LedgerEntry.idempotency_key == key
         )
     )
+    if entry_id is None:  # archived since (ledger/archive.py): the key stays spent all the same
+        entry_id = req.session.scalar(
+            select(LedgerEntryArchive.id).where(
+                LedgerEntryArchive.shop_id == req.by.shop_id,
+                LedgerEntryArchive.idempotency_key == key,
+            )
+        )
     req.session.rollback()
     if entry_id is not None:
         raise IdempotencyConflict(

@@ -16,6 +16,16 @@ Two ways in, one replay:
 What an incremental check cannot see: a row changed *before* the checkpoint (other than the
 anchor), and the lifetime totals (they need every entry). The nightly full run covers both.
 
+Archived accounts (ledger/archive.py): an account whose oldest entries moved to the archive has
+a *signed* checkpoint (ledger/checkpoints.py) recording the sequence, hash, balance and lifetime
+totals at the end of the archived prefix. A check that would start at or before it (from
+genesis, or from an older reconciliation checkpoint) starts there instead: the signature is
+verified with ``keys`` (no keys, an unknown key or a bad signature is a violation), then the
+hot entries are replayed from its hash and balance, and the lifetime totals re-added from its
+totals. Lots add up what archived entries did to them too. With ``archived`` the archived
+prefix itself is replayed from genesis as well and must end exactly at the checkpoint (a
+restore check does this; reconciliation does not re-read the archive every night).
+
 Rows are read with plain Core statements on the session's connection (no ORM objects), entries
 streamed in account and sequence order with their allocations joined, so a batch's memory is
 its lots, not its entries. The caller owns the transaction: for a consistent picture of a live
@@ -53,8 +63,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from ledger.chain import CHAINED_FIELDS, GENESIS_HASH, canonical_plain, chain_hash, utc_text
+from ledger.checkpoints import CheckpointKeys, SignedCheckpoint, latest_checkpoints
 from ledger.kinds import LotStatus
-from models import CreditAccount, CreditLot, EntryAllocation, LedgerEntry
+from models import (
+    CreditAccount,
+    CreditLot,
+    EntryAllocation,
+    EntryAllocationArchive,
+    LedgerEntry,
+    LedgerEntryArchive,
+)
 
 Moves = list[tuple[str, int]]  # (lot id, amount) of one entry
 
@@ -92,15 +110,24 @@ class AccountCheck:
     head: Checkpoint  # the last entry read (``since`` when there was none)
     entries_checked: int
     violations: list[Violation]
+    archived_checked: int = 0  # archived entries replayed (``archived``)
 
     @property
     def clean(self) -> bool:
         return not self.violations
 
 
-def verify_account(session: Session, account_id: int) -> list[Violation]:
+def verify_account(
+    session: Session,
+    account_id: int,
+    *,
+    keys: CheckpointKeys | None = None,
+    archived: bool = False,
+) -> list[Violation]:
     """Every broken invariant (1 balance, 2 sequence, 3 hash chain, 4 lots) of one account."""
-    [check] = verify_accounts(session, [account_id], every_lot=True, stream=False)
+    [check] = verify_accounts(
+        session, [account_id], every_lot=True, stream=False, keys=keys, archived=archived
+    )
     return check.violations
 
 
@@ -111,8 +138,11 @@ def verify_accounts(
     *,
     every_lot: bool = False,
     stream: bool = True,
+    keys: CheckpointKeys | None = None,
+    archived: bool = False,
 ) -> list[AccountCheck]:
-    """Check each account from its checkpoint in ``since`` (``GENESIS`` when absent).
+    """Check each account from its checkpoint in ``since`` (``GENESIS`` when absent), or from
+    its signed archive checkpoint when that is later (``keys`` verify its signature).
 
     Lots: from a checkpoint, those the new entries touched are checked (invariant 4) and the
     live ones only summed (invariant 1, in the database); from genesis, the live ones and every
@@ -120,25 +150,74 @@ def verify_accounts(
 
     ``stream`` reads the entries through a server-side cursor, a chunk ahead in a thread (for
     batches of many entries); without it they come in one answer (one account's, in tests).
+    ``archived`` also replays each archived prefix from genesis up to its checkpoint.
     """
     session.flush()
     since = {account_id: (since or {}).get(account_id, GENESIS) for account_id in account_ids}
+    signed = latest_checkpoints(session, account_ids)
+    bases = {a: point for a, point in signed.items() if since[a].sequence <= point.sequence}
     accounts = _accounts(session, account_ids)
     replays = {
-        account_id: _Replay(account_id, accounts.get(account_id), since[account_id])
+        account_id: _Replay(
+            account_id, accounts.get(account_id), since[account_id], bases.get(account_id)
+        )
         for account_id in account_ids
     }
-    for account_id, entry, moves in _entries(session, since, stream=stream):
+    for account_id, base in bases.items():
+        replays[account_id].chain_found.extend(_signature_violations(base, keys))
+    # From a signed checkpoint every hot entry is read: one still at or before it is a finding.
+    reads = {a: GENESIS if a in bases else point for a, point in since.items()}
+    for account_id, entry, moves in _entries(session, reads, stream=stream):
         replays[account_id].add(entry, moves)
     touched = {lot for replay in replays.values() for lot in replay.touched}
-    from_genesis = [account_id for account_id in account_ids if since[account_id].sequence == 0]
-    lots = _lots(session, from_genesis, touched, every_lot=every_lot)
-    live = _live_sums(session, [a for a in account_ids if since[a].sequence > 0])
+    whole = [account_id for account_id in account_ids if replays[account_id].whole]
+    lots = _lots(session, whole, touched, every_lot=every_lot)
+    live = _live_sums(session, [a for a in account_ids if not replays[a].whole])
     earlier = _earlier_moves(session, since, replays.values())
+    if signed:
+        archived_lots = {lot.id for a in signed for lot in lots.get(a, [])}
+        _add_archived_moves(session, earlier, archived_lots)
+    if archived and signed:
+        for account_id, prefix in _archived_prefixes(session, signed, stream=stream).items():
+            replays[account_id].archive_found = prefix.prefix_violations(signed[account_id])
+            replays[account_id].archive_count = prefix.count
     return [
         replays[account_id].finish(lots.get(account_id, []), earlier, live.get(account_id, 0))
         for account_id in account_ids
     ]
+
+
+def _signature_violations(base: SignedCheckpoint, keys: CheckpointKeys | None) -> list[Violation]:
+    where = {"checkpoint_sequence": base.sequence, "key_id": base.key_id}
+    if keys is None:
+        return [
+            Violation(
+                3,
+                "checkpoint_unverified",
+                "The chain continues from a signed checkpoint, but no key was given to check it.",
+                where,
+            )
+        ]
+    problem = keys.problem(base)
+    if problem == "unknown_key":
+        return [
+            Violation(
+                3,
+                "checkpoint_key_unknown",
+                "The checkpoint is signed with a key that is not configured.",
+                where,
+            )
+        ]
+    if problem is not None:
+        return [
+            Violation(
+                3,
+                "checkpoint_signature_invalid",
+                "The checkpoint's signature does not match its contents.",
+                where,
+            )
+        ]
+    return []
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -208,43 +287,48 @@ def _accounts(session: Session, account_ids: Sequence[int]) -> dict[int, _Accoun
 
 
 def _entries(
-    session: Session, since: Mapping[int, Checkpoint], *, stream: bool
+    session: Session, since: Mapping[int, Checkpoint], *, stream: bool, archive: bool = False
 ) -> Iterator[tuple[int, list[Any], Moves]]:
-    """Each account's entries from its checkpoint's own entry on, in order, with their moves."""
+    """Each account's entries from its checkpoint's own entry on, in order, with their moves
+    (``archive``: its archived entries, with their archived allocations)."""
+    entries: type[LedgerEntry] | type[LedgerEntryArchive] = (
+        LedgerEntryArchive if archive else LedgerEntry
+    )
+    allocations: type[EntryAllocation] | type[EntryAllocationArchive] = (
+        EntryAllocationArchive if archive else EntryAllocation
+    )
     from_genesis = [account_id for account_id, point in since.items() if point.sequence == 0]
     conditions: list[ColumnElement[bool]] = [
-        and_(LedgerEntry.account_id == account_id, LedgerEntry.sequence >= point.sequence)
+        and_(entries.account_id == account_id, entries.sequence >= point.sequence)
         for account_id, point in since.items()
         if point.sequence > 0
     ]
     if from_genesis:
-        conditions.append(LedgerEntry.account_id.in_(from_genesis))
+        conditions.append(entries.account_id.in_(from_genesis))
     if not conditions:
         return
     postgresql = _on_postgresql(session)
-    columns = [
-        getattr(LedgerEntry, "meta" if name == "metadata" else name) for name in CHAINED_FIELDS
-    ]
+    columns = [getattr(entries, "meta" if name == "metadata" else name) for name in CHAINED_FIELDS]
     for position in _UUIDS:
         columns[position] = _text_id(columns[position], postgresql)
     if postgresql:
-        columns[_METADATA] = cast(LedgerEntry.meta, Text)
+        columns[_METADATA] = cast(entries.meta, Text)
         # The time as the chain spells it (utc_text), made by the server, which has a core of
         # its own: Python would pay a type conversion and a strftime per entry.
         columns[_CREATED_AT] = func.to_char(
-            func.timezone("UTC", LedgerEntry.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+            func.timezone("UTC", entries.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
         )
     stmt = (
         select(
             *columns,
-            LedgerEntry.prev_hash,
-            LedgerEntry.hash,
-            _text_id(EntryAllocation.lot_id, postgresql),
-            EntryAllocation.amount,
+            entries.prev_hash,
+            entries.hash,
+            _text_id(allocations.lot_id, postgresql),
+            allocations.amount,
         )
-        .outerjoin(EntryAllocation, EntryAllocation.entry_id == LedgerEntry.id)
+        .outerjoin(allocations, allocations.entry_id == entries.id)
         .where(or_(*conditions))
-        .order_by(LedgerEntry.account_id, LedgerEntry.sequence, LedgerEntry.id)
+        .order_by(entries.account_id, entries.sequence, entries.id)
     )
     if not stream:
         yield from _grouped([session.connection().execute(stmt).all()])
@@ -398,9 +482,7 @@ def _earlier_moves(
 ) -> _Earlier:
     """Allocations and openings, by entries the replay did not read, of the lots it touched."""
     earlier = _Earlier()
-    wanted = sorted(
-        {lot for replay in replays if replay.since.sequence > 0 for lot in replay.touched}
-    )
+    wanted = sorted({lot for replay in replays if not replay.whole for lot in replay.touched})
     postgresql = _on_postgresql(session)
     connection = session.connection()
     has_moves = exists().where(EntryAllocation.entry_id == LedgerEntry.id)
@@ -430,16 +512,71 @@ def _earlier_moves(
     return earlier
 
 
+def _add_archived_moves(session: Session, earlier: _Earlier, lot_ids: set[str]) -> None:
+    """Add what archived entries did to ``lot_ids``: their allocations, and their openings
+    (an entry naming the lot without allocations opened it)."""
+    postgresql = _on_postgresql(session)
+    connection = session.connection()
+    has_moves = exists().where(EntryAllocationArchive.entry_id == LedgerEntryArchive.id)
+    for chunk in _chunks(sorted(lot_ids), ID_CHUNK):
+        lot = _text_id(EntryAllocationArchive.lot_id, postgresql)
+        moved = (
+            select(lot, func.sum(EntryAllocationArchive.amount))
+            .where(_ids_in(EntryAllocationArchive.lot_id, chunk, postgresql))
+            .group_by(EntryAllocationArchive.lot_id)
+        )
+        for lot_id, total in connection.execute(moved):
+            earlier.moved[str(lot_id)] += int(typing.cast(Any, total))
+        opened = (
+            select(
+                _text_id(LedgerEntryArchive.lot_id, postgresql), func.sum(LedgerEntryArchive.amount)
+            )
+            .where(_ids_in(LedgerEntryArchive.lot_id, chunk, postgresql), ~has_moves)
+            .group_by(LedgerEntryArchive.lot_id)
+        )
+        for lot_id, total in connection.execute(opened):
+            earlier.opened[str(lot_id)] += int(typing.cast(Any, total))
+
+
+def _archived_prefixes(
+    session: Session, signed: Mapping[int, SignedCheckpoint], *, stream: bool
+) -> dict[int, _Replay]:
+    """Each account's archived entries replayed from genesis (``prefix_violations`` then
+    says whether they end at its checkpoint)."""
+    replays = {account_id: _Replay(account_id, None, GENESIS) for account_id in signed}
+    from_genesis = dict.fromkeys(signed, GENESIS)
+    for account_id, entry, moves in _entries(session, from_genesis, stream=stream, archive=True):
+        replays[account_id].add(entry, moves)
+    return replays
+
+
 # -- the replay -----------------------------------------------------------------------------
 
 
 class _Replay:
-    """One account's entries, fed in sequence order, checked as they come."""
+    """One account's entries, fed in sequence order, checked as they come.
 
-    def __init__(self, account_id: int, account: _Account | None, since: Checkpoint) -> None:
+    ``base``: the signed checkpoint the chain continues from (the entries before it are
+    archived), which then stands for ``since``: there is no entry at it to anchor on, but its
+    balance and lifetime totals are known, so the account is checked whole from there.
+    """
+
+    def __init__(
+        self,
+        account_id: int,
+        account: _Account | None,
+        since: Checkpoint,
+        base: SignedCheckpoint | None = None,
+    ) -> None:
         self.account_id = account_id
         self.account = account
+        self.base = base
+        if base is not None:
+            since = Checkpoint(base.sequence, base.hash)
         self.since = since
+        # Whole: the state at the start is known (genesis, or a signed checkpoint), so the
+        # balance is re-added from it, the lifetime totals too, and the live lots are read.
+        self.whole = since.sequence == 0 or base is not None
         self.anchored = since.sequence == 0
         self.count = 0
         self.previous_after: int | None = 0 if self.anchored else None
@@ -449,6 +586,11 @@ class _Replay:
         self.sum = 0
         self.credited = 0
         self.debited = 0
+        if base is not None:
+            self.previous_after = self.start_balance = base.balance
+            self.credited, self.debited = base.lifetime_credited, base.lifetime_debited
+        self.archive_found: list[Violation] = []
+        self.archive_count = 0
         self.moved: dict[str, int] = defaultdict(int)
         self.opened: dict[str, int] = defaultdict(int)
         self.touched: set[str] = set()
@@ -497,7 +639,25 @@ class _Replay:
             self._note_lots(entry, moves)
 
     def _anchor(self, entry: list[Any], moves: Moves) -> None:
-        """The entry at the checkpoint: unchanged since it was verified, or the chain broke."""
+        """The entry at the checkpoint: unchanged since it was verified, or the chain broke.
+
+        From a signed checkpoint: the first entry after it (entries it covers are archived;
+        one still here is a finding, and is not replayed).
+        """
+        if self.base is not None:
+            if entry[_SEQUENCE] <= self.base.sequence:
+                self.chain_found.append(
+                    Violation(
+                        3,
+                        "archived_entry_still_hot",
+                        "An entry the signed checkpoint covers is still in the hot table.",
+                        _where(entry),
+                    )
+                )
+                return
+            self.anchored = True
+            self.add(entry, moves)
+            return
         self.anchored = True
         where = _where(entry)
         if entry[_SEQUENCE] != self.since.sequence:
@@ -572,7 +732,7 @@ class _Replay:
                 1, "account_missing", "No such account.", {"account_id": self.account_id}
             )
             return AccountCheck(self.account_id, self.since, self.since, 0, [missing])
-        if not self.anchored:  # not one entry at or after the checkpoint: the anchor is gone
+        if not self.anchored and self.base is None:  # nothing at or after the checkpoint
             self.chain_found.append(
                 Violation(
                     3,
@@ -589,15 +749,18 @@ class _Replay:
             *self._chain_head(account),
             *self.lot_found,
             *self._lots(lots, earlier),
+            *self.archive_found,
         ]
         head = Checkpoint(self.head_sequence, self.previous_hash)
-        return AccountCheck(self.account_id, self.since, head, self.count, violations)
+        return AccountCheck(
+            self.account_id, self.since, head, self.count, violations, self.archive_count
+        )
 
     def _balance(self, account: _Account, lots: list[_Lot], live_sum: int) -> Iterator[Violation]:
         by_entries = self.start_balance + self.sum
         in_lots = (
             sum(lot.remaining for lot in lots if lot.status == LotStatus.ACTIVE)
-            if self.since.sequence == 0
+            if self.whole
             else live_sum
         )
         facts = {"balance": account.balance, "sum_of_entries": by_entries, "sum_of_lots": in_lots}
@@ -605,7 +768,7 @@ class _Replay:
             yield Violation(1, "negative_balance", "The balance is below zero.", facts)
         if not account.balance == by_entries == in_lots:
             yield Violation(1, "balance_mismatch", "Balance, entries and lots disagree.", facts)
-        if self.since.sequence == 0 and (account.lifetime_credited, account.lifetime_debited) != (
+        if self.whole and (account.lifetime_credited, account.lifetime_debited) != (
             self.credited,
             self.debited,
         ):
@@ -618,6 +781,45 @@ class _Replay:
                     "debited": [account.lifetime_debited, self.debited],
                 },
             )
+
+    def prefix_violations(self, checkpoint: SignedCheckpoint) -> list[Violation]:
+        """What replaying an archived prefix from genesis found, and whether it ends exactly
+        where ``checkpoint`` says (sequence, hash, balance, lifetime totals)."""
+        found = [
+            Violation(v.invariant, f"archived_{v.code}", f"In the archive: {v.message}", v.details)
+            for v in (*self.sequence_found, *self.chain_found, *self.lot_found)
+        ]
+        ends = {"checkpoint_sequence": checkpoint.sequence, "archived_through": self.head_sequence}
+        if self.count != checkpoint.sequence or self.head_sequence != checkpoint.sequence:
+            found.append(
+                Violation(
+                    3,
+                    "archive_checkpoint_sequence_mismatch",
+                    "The archived entries do not end at the checkpoint.",
+                    ends | {"archived_entries": self.count},
+                )
+            )
+        if self.previous_hash != checkpoint.hash:
+            found.append(
+                Violation(
+                    3,
+                    "archive_checkpoint_hash_mismatch",
+                    "The archived chain does not end at the checkpoint's hash.",
+                    ends | {"chain_head": self.previous_hash, "checkpoint_hash": checkpoint.hash},
+                )
+            )
+        replayed = (self.previous_after, self.credited, self.debited)
+        recorded = (checkpoint.balance, checkpoint.lifetime_credited, checkpoint.lifetime_debited)
+        if replayed != recorded:
+            found.append(
+                Violation(
+                    1,
+                    "archive_checkpoint_totals_mismatch",
+                    "The archived entries do not add up to the checkpoint's balance and totals.",
+                    ends | {"replayed": list(replayed), "checkpoint": list(recorded)},
+                )
+            )
+        return found
 
     def _last_sequence(self, account: _Account) -> Iterator[Violation]:
         read = self.since.sequence + self.count

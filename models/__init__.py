@@ -1,6 +1,12 @@
 """Every model, imported here so Alembic and the app see the whole schema."""
 
 from ledger.chain import GENESIS_HASH
+from models.archive import (
+    EntryAllocationArchive,
+    LedgerCheckpoint,
+    LedgerEntryArchive,
+    ShopifyOutboxArchive,
+)
 from models.base import Base
 from models.bulk import BulkImport, BulkImportRow
 from models.credit import CreditAccount, CreditLot
@@ -27,12 +33,16 @@ __all__ = [
     "Customer",
     "DataRequest",
     "EntryAllocation",
+    "EntryAllocationArchive",
     "IdempotencyKey",
     "IssuancePreset",
+    "LedgerCheckpoint",
     "LedgerEntry",
+    "LedgerEntryArchive",
     "ReconciliationFinding",
     "ReconciliationRun",
     "Shop",
     "ShopifyOutbox",
+    "ShopifyOutboxArchive",
     "WebhookEvent",
 ]

@@ -163,6 +163,7 @@ def test_the_table_has_every_job_the_issue_lists():
         "purge-idempotency-keys": ("jobs.maintenance.purge_idempotency_keys", {}, hour, once),
         "prune-webhook-payloads": ("jobs.webhooks.prune_webhook_payloads", {}, day, once),
         "erase-due-shops": ("jobs.maintenance.erase_due_shops", {}, hour, once),
+        "archive-ledger": ("jobs.maintenance.archive_old_entries", {}, day, once),
     }
     assert {entry.queue for entry in TABLE} <= set(QUEUES)
     assert ENTRY["reconcile-full"].period_start(T0) == datetime(2026, 11, 22, 3, tzinfo=UTC)
