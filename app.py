@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from blueprints.settings import EXTENSION_KEY
     from cli import register_commands
     from extensions import db, migrate
+    from observability.web import init_observability
     from storefront.wiring import init_storefront
     from tenancy import init_app as init_tenancy
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         with app.app_context():  # creating the engine opens no connection
             event.listen(db.engine, "connect", _sqlite_pragmas)
     init_tenancy(app)  # row-level security: each transaction is told its shop
+    init_observability(app, settings)  # logs, metrics, slow queries; its hooks run first
     init_storefront(app, settings)  # before the blueprints: the proxy routes look it up
     register_blueprints(app)
     register_error_handlers(app)

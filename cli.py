@@ -33,6 +33,7 @@ from ledger.money import Money, format_amount
 from ledger_cli import ledger_cli
 from models import Customer, ReconciliationFinding, Shop
 from models.shop import is_shop_domain
+from observability.worker import serve_worker_metrics
 from shop_access import rotate_token_encryption
 from tokens import TokenBox
 
@@ -73,6 +74,7 @@ def worker_command(burst: bool, schedule: bool) -> None:
     if burst and schedule:
         raise click.UsageError("--schedule runs until stopped; it does not go with --burst")
     settings = current_settings()
+    serve_worker_metrics(settings)  # WORKER_METRICS_PORT: what the jobs counted
     try:
         if not schedule:
             run_worker(settings, burst=burst)

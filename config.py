@@ -24,6 +24,10 @@ DEVELOPMENT_SECRET = "dev-only-secret-not-for-production-0123456789"  # noqa: S1
 DEVELOPMENT_FERNET_KEY = "ZGV2LW9ubHkta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="
 DEVELOPMENT_ARCHIVE_KEY = "dev-only-archive-signing-key-not-for-production"  # noqa: S105
 SQLITE_DEFAULT = f"sqlite:///{PROJECT_ROOT / 'instance' / 'creditcraft.sqlite3'}"
+# libpq's sslmode values (https://www.postgresql.org/docs/current/libpq-ssl.html).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(SystemExit):
@@ -47,8 +51,16 @@ class Settings:
     db_max_overflow: int = 10
     db_pool_timeout: int = 10
     db_sslmode: str | None = None
+    db_sslrootcert: str | None = None  # CA file that verify-ca / verify-full check against
+    db_pool_recycle: int = 1800  # seconds; below the server's or a proxy's idle cut-off
+    db_connect_timeout: int = 5  # seconds; also bounds /readyz when the database is away
+    # Per transaction of a web request (SET LOCAL); jobs and the CLI run without it. 0 = off.
+    web_statement_timeout_ms: int = 5000
     redis_url: str | None = None
     slow_query_ms: int = 200
+    log_format: str = "json"  # "json" (one object per line) or "text"
+    log_level: str = "INFO"
+    worker_metrics_port: int | None = None  # `flask worker` serves its jobs' metrics there
     idempotency_key_ttl_hours: int = 48
     # Retention (ledger/archive.py): the schedule archives entries older than this many days
     # (None: never by itself); the checkpoints' HMAC secrets, newest first (rotation).
@@ -66,19 +78,27 @@ class Settings:
         return self.env == "production"
 
     def engine_options(self) -> dict[str, object]:
-        """Pool and TLS options for SQLAlchemy's engine (SQLite takes none of them)."""
+        """Pool and TLS options for SQLAlchemy's engine (SQLite takes none of them).
+
+        Parameter values never reach logs or error messages (``hide_parameters``): they hold
+        customers' emails and names, and an exception's text is logged with its traceback.
+        """
         if not self.database_url.startswith("postgresql"):
-            return {}
-        options: dict[str, object] = {
+            return {"hide_parameters": True}
+        connect_args: dict[str, object] = {"connect_timeout": self.db_connect_timeout}
+        if self.db_sslmode:
+            connect_args["sslmode"] = self.db_sslmode
+        if self.db_sslrootcert:
+            connect_args["sslrootcert"] = self.db_sslrootcert
+        return {
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_max_overflow,
             "pool_timeout": self.db_pool_timeout,
             "pool_pre_ping": True,
-            "pool_recycle": 1800,
+            "pool_recycle": self.db_pool_recycle,
+            "hide_parameters": True,
+            "connect_args": connect_args,
         }
-        if self.db_sslmode:
-            options["connect_args"] = {"sslmode": self.db_sslmode}
-        return options
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,9 +131,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "DB_POOL_SIZE", 10),
         db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 10),
         db_pool_timeout=_int(env, "DB_POOL_TIMEOUT", 10),
-        db_sslmode=env.get("DB_SSLMODE") or None,
+        db_sslmode=_choice(env, "DB_SSLMODE", SSL_MODES, "") or None,
+        db_sslrootcert=env.get("DB_SSLROOTCERT") or None,
+        db_pool_recycle=_positive(env, "DB_POOL_RECYCLE", 1800),
+        db_connect_timeout=_positive(env, "DB_CONNECT_TIMEOUT", 5),
+        web_statement_timeout_ms=_int(env, "WEB_STATEMENT_TIMEOUT_MS", 5000),
         redis_url=env.get("REDIS_URL") or None,
         slow_query_ms=_int(env, "SLOW_QUERY_MS", 200),
+        log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS, _default_log_format(mode)),
+        log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+        worker_metrics_port=_worker_metrics_port(env),
         proxy_rate_limit_per_ip=_positive(env, "PROXY_RATE_LIMIT_PER_IP", 120),
         proxy_rate_limit_per_shop=_positive(env, "PROXY_RATE_LIMIT_PER_SHOP", 6000),
         storefront_cache_ttl=_positive(env, "STOREFRONT_CACHE_TTL", 120),
@@ -121,6 +148,40 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ledger_retention_days=_retention_days(env),
         archive_signing_keys=_archive_signing_keys(env, mode),
     )
+
+
+def _choice(
+    env: Mapping[str, str],
+    name: str,
+    allowed: tuple[str, ...],
+    default: str,
+    *,
+    upper: bool = False,
+) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise ConfigError(f"config: {name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return value
+
+
+def _worker_metrics_port(env: Mapping[str, str]) -> int | None:
+    """A port for the worker's metrics; its jobs run in forked horses, whose counts only
+    survive them in PROMETHEUS_MULTIPROC_DIR."""
+    if not env.get("WORKER_METRICS_PORT", "").strip():
+        return None
+    if not env.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+        raise ConfigError(
+            "config: WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (a directory)"
+        )
+    return _positive(env, "WORKER_METRICS_PORT", 9200)
+
+
+def _default_log_format(mode: str) -> str:
+    """Text for a developer's terminal; JSON everywhere a machine reads the logs."""
+    return "text" if mode == "development" else "json"
 
 
 def _retention_days(env: Mapping[str, str]) -> int | None:

@@ -46,9 +46,12 @@ worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn only keeps its heartbeat fi
 # the fork, and `kill -HUP` reloads the code without restarting the master.
 preload_app = False
 
-# Access log WITHOUT query strings: App Proxy URLs carry signatures and customer ids, and OAuth
-# callbacks carry codes. %(U)s is the path alone; no referer either (it can carry the same).
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# The app writes one JSON access line per request itself (observability/web.py: request id,
+# route pattern, status, duration, shop), so gunicorn's own access log is off unless
+# GUNICORN_ACCESS_LOG names a file (or "-"). Even then WITHOUT query strings: App Proxy URLs
+# carry signatures and customer ids, and OAuth callbacks carry codes. %(U)s is the path alone;
+# no referer either (it can carry the same).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
@@ -82,3 +85,30 @@ def post_worker_init(worker: object) -> None:
     # not pay for it and its objects are frozen with the rest.
     configure_mappers()
     gc.freeze()
+
+
+# -- multiprocess metrics (observability/metrics.py) ------------------------------------------
+# With PROMETHEUS_MULTIPROC_DIR set, each worker writes its metrics to files there and /metrics
+# adds them up. The directory must be this server's alone (not shared with `flask worker`).
+
+
+def on_starting(server: object) -> None:
+    """Start from an empty directory: files of an earlier run would be counted again. (With
+    --preload the master has loaded the app already; its files, all zero, go too.)"""
+    import glob
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for path in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(path)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: its gauges (requests in flight, pool connections) stop counting;
+    its counters and histograms stay in the sums, as Prometheus expects of counters."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[attr-defined]

@@ -43,9 +43,17 @@ def _redis_ok() -> str:
     if url is None:
         return "not_configured"
     import redis  # only when configured: `make run` needs no Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    # One attempt of at most a second: a probe must answer before the balancer gives up on it
+    # (redis-py would otherwise retry with backoff). The database side is bounded by
+    # DB_CONNECT_TIMEOUT and the web statement timeout.
     try:
-        redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+        with redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        ) as client:
+            client.ping()
     except redis.RedisError:
         return "unreachable"
     return "ok"

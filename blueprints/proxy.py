@@ -33,6 +33,7 @@ import tenancy
 from blueprints.errors import APIError
 from extensions import current_session
 from models.shop import is_shop_domain
+from observability.logs import bind_shop
 from storefront.cache import CachedBalances
 from storefront.signature import ProxyQuery, ProxyRequestRejected, verify
 from storefront.wiring import current_storefront
@@ -66,6 +67,7 @@ def balance() -> Response:
     shop_domain = query.first("shop", "") or ""
     if not is_shop_domain(shop_domain):
         raise APIError(400, "invalid_shop", "The shop must be a <name>.myshopify.com domain.")
+    bind_shop(shop_domain)  # signed by Shopify: the shop this look-up is for
     _throttled(storefront.throttle(shop_domain, _client_ip(), now))
     as_liquid = _wants_liquid(query)
     shop = storefront.shop(current_session, shop_domain)

@@ -26,6 +26,7 @@ from config import Settings
 from extensions import db
 from models import Shop
 from models.shop import is_shop_domain
+from observability.logs import bind_shop
 
 LEEWAY_SECONDS = 10
 RETRY_HEADER = {"X-Shopify-Retry-Invalid-Session-Request": "1"}
@@ -86,6 +87,7 @@ def require_session_token(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         g.staff = _authenticate()
+        bind_shop(g.staff.shop.domain)  # every log line of this request names the shop
         return view(*args, **kwargs)
 
     return wrapper

@@ -26,6 +26,8 @@ from blueprints.errors import APIError
 from blueprints.settings import current_settings
 from extensions import current_session
 from jobs.webhooks import enqueue
+from observability import metrics
+from observability.logs import bind_shop
 from webhooks.receive import Rejected, read_delivery, record
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,14 @@ def _intake(*, compliance: bool) -> Response:
             request.get_data(), request.headers, secrets, compliance=compliance
         )
     except Rejected as rejected:
+        metrics.webhook_rejected(rejected.status, request.headers.get("X-Shopify-Topic"))
         raise APIError(rejected.status, rejected.code, rejected.message) from None
+    bind_shop(delivery.shop_domain)
     event_id = record(current_session(), delivery, datetime.now(UTC))  # committed on return
     if event_id is None:
+        metrics.webhook_delivery(delivery.topic, "duplicate")
         log.info("webhook %s (%s) is a duplicate", delivery.webhook_id, delivery.topic)
         return jsonify(status="duplicate")
+    metrics.webhook_delivery(delivery.topic, "recorded")
     enqueue(settings, event_id)  # never raises for Redis being down: the row is recorded
     return jsonify(status="recorded")

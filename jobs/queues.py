@@ -15,12 +15,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
-from rq import Queue, Retry, Worker
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from config import Settings
 from extensions import db
+from observability.worker import ObservedWorker
 
 # Highest priority first: a worker always takes a webhook before a bulk import row.
 QUEUES = ("webhooks", "sync", "default", "bulk")
@@ -129,5 +130,6 @@ def run_worker(settings: Settings, *, burst: bool) -> bool:
     """
     connection = redis_connection(settings)
     db.engine.dispose()
-    worker = Worker([Queue(name, connection=connection) for name in QUEUES], connection=connection)
+    queues = [Queue(name, connection=connection) for name in QUEUES]
+    worker = ObservedWorker(queues, connection=connection)
     return worker.work(burst=burst, with_scheduler=True)

@@ -38,6 +38,8 @@ from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
 from ledger.money import format_amount
 from ledger.outbox import match_native
 from models import CreditAccount, CreditLot, Customer, Shop, ShopifyOutbox
+from observability import metrics
+from observability.logs import bind_shop
 from shop_access import ShopNotConnected, admin_client
 from shopify_client import documents
 from shopify_client.errors import (
@@ -141,6 +143,7 @@ def sync_to_shopify(entry_id: str, now_iso: str | None = None) -> str:
 def _sync(session: Session, entry_id: uuid.UUID, now: datetime) -> str:
     row = _claim(session, entry_id, now)
     if row is None:
+        metrics.sync_attempt("not_due")
         return "not_due"
     try:
         transaction = _mirror(session, row, now)
@@ -199,6 +202,7 @@ def _claim(session: Session, entry_id: uuid.UUID, now: datetime) -> ShopifyOutbo
 def _mirror(session: Session, row: ShopifyOutbox, now: datetime) -> dict[str, Any]:
     shop = session.get(Shop, row.shop_id)
     assert shop is not None
+    bind_shop(shop.domain)
     if not shop.native_sync:
         raise _Skipped("native sync is off for this shop")
     if row.operation == "credit" and row.expires_at is not None and row.expires_at <= now:
@@ -303,13 +307,16 @@ def _finish(
                 .values(native_transaction_gid=transaction["id"])
             )
     session.commit()
-    return "done" if transaction is not None else "skipped"
+    outcome = "done" if transaction is not None else "skipped"
+    metrics.sync_attempt(outcome)
+    return outcome
 
 
 def _bury(session: Session, row: ShopifyOutbox, now: datetime, error: str) -> str:
     log.error("outbox row %d (entry %s) is dead: %s", row.id, row.entry_id, error)
     row.state, row.last_error, row.updated_at, row.claimed_at = "dead", error[:2000], now, None
     session.commit()
+    metrics.sync_attempt("dead")
     return "dead"
 
 
@@ -335,6 +342,7 @@ def _release(
     if not counted:
         fresh.attempts = max(fresh.attempts - 1, 0)
     session.commit()
+    metrics.sync_attempt("deferred" if not counted else "ambiguous" if ambiguous else "retrying")
     return "deferred" if not counted else "retrying"
 
 

@@ -29,6 +29,8 @@ from config import Settings
 from extensions import current_session
 from jobs.queues import REDIS_DOWN, enqueue_unique, shared_queue
 from models import Shop, WebhookEvent
+from observability import metrics
+from observability.logs import bind_shop
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ def _process(session: Session, event_id: int, now: datetime) -> str:
     session.commit()
     if claimed is None:
         return "skipped"  # done already, or another worker holds a live claim
+    bind_shop(claimed["shop_domain"])
     shop = _shop_of(session, claimed)
     handler = handlers().get(claimed["topic"])
     reason = _reason_to_ignore(shop, claimed, handler, AFTER_UNINSTALL_TOPICS)
@@ -202,6 +205,7 @@ def _claim(session: Session, event_id: int, now: datetime) -> dict[str, Any] | N
             c.payload,
             c.attempts,
             c.claimed_at,
+            c.received_at,
         )
     )
     row = session.execute(statement).mappings().one_or_none()
@@ -243,11 +247,12 @@ def _still_ours(claimed: dict[str, Any]) -> Any:
 def _finish(
     session: Session, claimed: dict[str, Any], shop: Shop | None, state: str, outcome: Any
 ) -> str:
+    processed_at = datetime.now(UTC)
     values: dict[str, Any] = {
         "state": state,
         "outcome": outcome,
         "error": None,
-        "processed_at": datetime.now(UTC),
+        "processed_at": processed_at,
     }
     if shop is not None and claimed["shop_id"] is None:
         values["shop_id"] = shop.id
@@ -259,6 +264,8 @@ def _finish(
         )
         return "lease_lost"
     log.info("webhook event %d %s: %s", claimed["id"], claimed["topic"], state)
+    lag = processed_at - claimed["received_at"]
+    metrics.webhook_job(claimed["topic"], state, lag.total_seconds())
     return state
 
 
@@ -268,6 +275,7 @@ def _release_after_failure(session: Session, claimed: dict[str, Any], error: Exc
     message = f"{type(error).__name__}: {error}"[:ERROR_LIMIT]
     session.execute(update(_events).where(_still_ours(claimed)).values(state=state, error=message))
     session.commit()
+    metrics.webhook_job(claimed["topic"], "failed")
     log.warning(
         "webhook event %d %s attempt %d failed (%s): %s",
         claimed["id"],

@@ -39,6 +39,13 @@ class ShopifyOutbox(Base):
             sqlite_where=text("state IN ('pending', 'in_flight')"),
         ),
         Index("ix_shopify_outbox_shop_state", "shop_id", "state"),
+        # /metrics counts dead rows (few) without reading the done ones (migration 0008).
+        Index(
+            "ix_shopify_outbox_dead",
+            "shop_id",
+            postgresql_where=text("state = 'dead'"),
+            sqlite_where=text("state = 'dead'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import shopify
 
+from observability import metrics
 from shopify_client import _http
 from shopify_client.documents import Document
 from shopify_client.errors import (
@@ -238,6 +239,8 @@ class AdminClient:
                 outcome.reason,
                 outcome.wait,
             )
+            if outcome.reason in ("THROTTLED", "429"):
+                metrics.throttle_wait(outcome.reason.lower(), outcome.wait)
             self._sleep(outcome.wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -256,6 +259,7 @@ class AdminClient:
         wait = self._throttle.reserve(self.shop, document.operation)
         if wait > 0:
             log.info("shopify %s %s: pacing %.2f s", self.shop, document.operation, wait)
+            metrics.throttle_wait("pace", wait)
             self._sleep(wait)
 
     def _attempt(

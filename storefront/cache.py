@@ -58,6 +58,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from observability import metrics
 from storefront.process import current_pid
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,9 @@ class BalanceCache:
         if local.trusted:
             found = local.balances.get(key, time.monotonic())
             if found is not None and found[0].fresh_at(now):
+                metrics.CACHE_LOCAL_HIT.inc()
                 return found[0]
+        metrics.CACHE_LOCAL_MISS.inc()
         seen = local.snapshot()  # before any read: see the module docstring
         value = self._from_redis(key, now, load)
         if value is None:
@@ -268,6 +271,7 @@ class BalanceCache:
     ) -> CachedBalances | None:
         """Redis's value if current; else load, store under the generation taken first."""
         if time.monotonic() < self._skip_until:
+            metrics.CACHE_REDIS_ERROR.inc()
             return None
         gen_key, value_key = generation_key(key), balance_key(key)
         try:
@@ -276,12 +280,15 @@ class BalanceCache:
             if raw is not None:
                 value = CachedBalances.decode(raw, token)
                 if value is not None and value.fresh_at(now):
+                    metrics.CACHE_REDIS_HIT.inc()
                     return value
             if token is None:
                 token = self._adopt_generation(gen_key)
         except redis.RedisError as error:
+            metrics.CACHE_REDIS_ERROR.inc()
             self._trip("read", error)
             return None
+        metrics.CACHE_REDIS_MISS.inc()
         value = load()  # the database, read after the generation was taken
         seconds = self._seconds_to_keep(value, now)
         if seconds > 0:

@@ -36,7 +36,7 @@ def test_development_runs_on_defaults():
     assert settings.database_url == f"sqlite:///{PROJECT_ROOT / 'instance' / 'creditcraft.sqlite3'}"
     assert settings.redis_url is None
     assert settings.shopify_api_version == "2026-10"
-    assert settings.engine_options() == {}
+    assert settings.engine_options() == {"hide_parameters": True}
 
 
 def test_values_are_parsed_and_checked():
@@ -54,7 +54,7 @@ def test_values_are_parsed_and_checked():
     assert settings.token_encryption_keys == ("new", "old")
     assert settings.app_url == "https://cc.example"
     assert settings.engine_options()["pool_size"] == 7
-    assert settings.engine_options()["connect_args"] == {"sslmode": "require"}
+    assert settings.engine_options()["connect_args"] == {"connect_timeout": 5, "sslmode": "require"}
     with pytest.raises(ConfigError, match="DB_POOL_SIZE"):
         load_settings(PRODUCTION | {"DB_POOL_SIZE": "many"})
     with pytest.raises(ConfigError, match="CREDITCRAFT_ENV"):
