@@ -27,6 +27,8 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         UniqueConstraint("account_id", "sequence"),
+        # A customer's ledger newest first, a page at a time (queries.ledger_page).
+        Index("ix_ledger_entries_account_created", "account_id", "created_at", "id"),
         CheckConstraint("sequence >= 1", "sequence_positive"),
         CheckConstraint("amount <> 0", "amount_not_zero"),
         CheckConstraint("balance_before >= 0 AND balance_after >= 0", "balances_not_negative"),
