@@ -243,6 +243,15 @@ def _audit_log(f: Facts, fetch: Fetch) -> list[Sample]:
     ]
 
 
+def _app_audit(f: Facts, fetch: Fetch) -> list[Sample]:
+    """The API's samples on the page (a page of 50 either way): the API's ``cursor`` is the
+    page's ``after``."""
+    return [
+        ("/app/audit", {("after" if name == "cursor" else name): v for name, v in params.items()})
+        for _, params in _audit_log(f, fetch)
+    ]
+
+
 def _liability(path: str) -> Callable[[Facts, Fetch], list[Sample]]:
     """Today; as of a past date; a month, a quarter and a year of roll-forward."""
 
@@ -306,6 +315,14 @@ SAMPLES: dict[str, Callable[[Facts, Fetch], list[Sample]]] = {
     "/app/customers": _app_customers,
     "/app/customers/<customer_id>": _app_customer,
     "/app/bulk": lambda f, _fetch: [("/app/bulk", {}), ("/app/bulk", {"import": str(f.import_id)})],
+    "/app/liability": _liability("/app/liability"),
+    "/app/reconciliation": _fixed(
+        ("/app/reconciliation", {}),
+        ("/app/reconciliation", {"status": "resolved"}),
+        ("/app/reconciliation", {"status": "all", "kind": "unmatched_native_spend"}),
+    ),
+    "/app/settings": _fixed(("/app/settings", {})),
+    "/app/audit": _app_audit,
 }
 
 

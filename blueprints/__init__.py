@@ -22,9 +22,10 @@ def register_blueprints(app: Flask) -> None:
 def _register_pages(app: Flask) -> None:
     """The merchant's pages (routes carry their /app/... path themselves); the dev login only
     in development, so that in production its route does not exist."""
-    from blueprints import dev_login, pages
+    from blueprints import dev_login, pages, report_pages
     from blueprints.settings import EXTENSION_KEY
 
     app.register_blueprint(pages.bp)
+    app.register_blueprint(report_pages.bp)
     if app.extensions[EXTENSION_KEY].env == "development":
         app.register_blueprint(dev_login.bp)

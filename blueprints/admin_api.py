@@ -44,10 +44,10 @@ def list_runs() -> Response:
     page, last = runs.list_runs(
         current_session(),
         _staff().shop.id,
-        before=_time_cursor(inputs.cursor_in()),
+        before=time_cursor(inputs.cursor_in()),
         limit=inputs.page_size(),
     )
-    return jsonify(runs=page, next_cursor=_time_cursor_out(last))
+    return jsonify(runs=page, next_cursor=time_cursor_out(last))
 
 
 @bp.get("/reconciliation/runs/<run_id>")
@@ -97,8 +97,8 @@ def start_run() -> tuple[Response, int]:
 @bp.get("/reconciliation/findings")
 @require_session_token
 def list_findings() -> Response:
-    status = _choice("status", FINDING_STATUSES)
-    kind = _choice("kind", findings.KINDS)
+    status = choice("status", FINDING_STATUSES)
+    kind = choice("kind", findings.KINDS)
     after = inputs.cursor_in()
     if after is not None and (type(after) is not int or not 0 < after <= MAX_ID):
         raise _bad_cursor()
@@ -223,18 +223,18 @@ def audit_log() -> Response:
     page, last = audit.audit_page(
         current_session(),
         _staff().shop.id,
-        _audit_filter(),
-        before=_time_cursor(inputs.cursor_in()),
+        audit_filter(*_time_range()),
+        before=time_cursor(inputs.cursor_in()),
         limit=inputs.page_size(),
     )
-    return jsonify(audit_log=page, next_cursor=_time_cursor_out(last))
+    return jsonify(audit_log=page, next_cursor=time_cursor_out(last))
 
 
 @bp.get("/audit-log.csv")
 @require_session_token
 def audit_log_csv() -> Response:
     """The filtered audit log as CSV, newest first, streamed; the export is audited."""
-    staff, where = _staff(), _audit_filter()
+    staff, where = _staff(), audit_filter(*_time_range())
     details = {
         "actor": where.actor,
         "action": where.action,
@@ -284,7 +284,7 @@ def _finding_id(raw: str) -> int:
     return _id(raw, "finding_not_found")
 
 
-def _choice(name: str, allowed: tuple[str, ...]) -> str | None:
+def choice(name: str, allowed: tuple[str, ...]) -> str | None:
     value = request.args.get(name) or None
     if value is not None and value not in allowed:
         raise APIError(
@@ -340,18 +340,19 @@ def _time_parameter(name: str, *, end_of_day: bool) -> datetime | None:
     return parsed
 
 
-def _audit_filter() -> audit.AuditFilter:
-    start, end = _time_range()
+def audit_filter(start: datetime | None, end: datetime | None) -> audit.AuditFilter:
+    """The query's actor, action and outcome, within [start, end) (each None: any). The audit
+    page (blueprints/report_pages.py) reads its filter with it too, its days the shop's."""
     return audit.AuditFilter(
         actor=_text_parameter("actor"),
         action=_text_parameter("action", max_length=64),
-        outcome=_choice("outcome", audit.OUTCOMES),
+        outcome=choice("outcome", audit.OUTCOMES),
         start=start,
         end=end,
     )
 
 
-def _time_cursor(value: Any) -> tuple[datetime, int] | None:
+def time_cursor(value: Any) -> tuple[datetime, int] | None:
     """A [time with a zone, id] cursor this API gave out; anything else is a 400."""
     if value is None:
         return None
@@ -365,7 +366,7 @@ def _time_cursor(value: Any) -> tuple[datetime, int] | None:
     return parsed, row_id
 
 
-def _time_cursor_out(last: tuple[datetime, int] | None) -> str | None:
+def time_cursor_out(last: tuple[datetime, int] | None) -> str | None:
     return None if last is None else inputs.cursor_out([iso(last[0]), last[1]])
 
 

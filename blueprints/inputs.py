@@ -118,8 +118,8 @@ def idempotency_key() -> str | None:
     return key
 
 
-def cursor_in() -> Any:
-    raw = request.args.get("cursor")
+def cursor_in(name: str = "cursor") -> Any:
+    raw = request.args.get(name)
     if not raw:
         return None
     try:

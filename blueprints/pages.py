@@ -63,6 +63,10 @@ NAV: list[NavItem] = [
     NavItem("/app", "Dashboard"),
     NavItem("/app/customers", "Customers"),
     NavItem("/app/bulk", "Bulk issue"),
+    NavItem("/app/liability", "Liability"),  # these four: blueprints/report_pages.py
+    NavItem("/app/reconciliation", "Reconciliation"),
+    NavItem("/app/settings", "Settings"),
+    NavItem("/app/audit", "Audit log"),
 ]
 
 CUSTOMERS_PER_PAGE = 50

@@ -10,6 +10,9 @@ period over ten years is a 400 ``invalid_parameter`` naming the parameter.
 
 Each report is read in one REPEATABLE READ snapshot (PostgreSQL), so an entry committed while
 the queries run is on every side of the roll-forward or on none.
+
+The liability and audit pages (blueprints/report_pages.py) read their dates with the same
+helpers (``report_parameters``, ``instant_parameter``, ``snapshot``).
 """
 
 from __future__ import annotations
@@ -42,18 +45,16 @@ _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 @require_session_token
 def liability() -> Response:
     """``{"as_of", "from", "to", "liability", "roll_forward", "aging", "breakage"}``."""
-    shop_id, as_of, start, end = _report_parameters()
-    return jsonify(
-        reports.liability_report(_snapshot(), shop_id, as_of=as_of, start=start, end=end)
-    )
+    shop_id, as_of, start, end = report_parameters()
+    return jsonify(reports.liability_report(snapshot(), shop_id, as_of=as_of, start=start, end=end))
 
 
 @bp.get("/liability.csv")
 @require_session_token
 def liability_csv() -> Response:
     """The same report as a CSV download: roll-forward, aging and breakage blocks."""
-    shop_id, as_of, start, end = _report_parameters()
-    lines = reports.liability_csv(_snapshot(), shop_id, as_of=as_of, start=start, end=end)
+    shop_id, as_of, start, end = report_parameters()
+    lines = reports.liability_csv(snapshot(), shop_id, as_of=as_of, start=start, end=end)
     response = Response(lines, mimetype="text/csv")
     name = f"liability-{start:%Y%m%d}-{end:%Y%m%d}.csv"
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -67,7 +68,7 @@ def dashboard() -> Response:
     """Liability now, the last 30 days' activity, credit expiring soon, open findings and
     failed native syncs."""
     shop_id = _staff().shop.id
-    return jsonify(reports.dashboard(_snapshot(), shop_id, datetime.now(UTC)))
+    return jsonify(reports.dashboard(snapshot(), shop_id, datetime.now(UTC)))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -78,14 +79,14 @@ def _staff() -> StaffSession:
     return staff
 
 
-def _report_parameters() -> tuple[int, datetime, datetime, datetime]:
+def report_parameters() -> tuple[int, datetime, datetime, datetime]:
     """The shop's id, then ``as_of``, ``from`` and ``to`` as UTC instants (checked)."""
     shop = _staff().shop
     shop_id, zone = shop.id, reports.zone_named(shop.timezone)
     now = datetime.now(UTC)
-    as_of = _instant("as_of", zone, _last_instant_of) or now
-    end = _instant("to", zone, _end_of) or now
-    start = _instant("from", zone, _start_of) or reports.default_period(end, zone)
+    as_of = instant_parameter("as_of", zone, _last_instant_of) or now
+    end = instant_parameter("to", zone, end_of_day) or now
+    start = instant_parameter("from", zone, start_of_day) or reports.default_period(end, zone)
     if start > end:
         raise APIError(400, "invalid_parameter", "from must not be after to.", parameter="from")
     if end - start > reports.MAX_PERIOD:
@@ -95,21 +96,21 @@ def _report_parameters() -> tuple[int, datetime, datetime, datetime]:
     return shop_id, as_of, start, end
 
 
-def _start_of(day: date, zone: ZoneInfo) -> datetime:
+def start_of_day(day: date, zone: ZoneInfo) -> datetime:
     return reports.local_midnight(day, zone)
 
 
-def _end_of(day: date, zone: ZoneInfo) -> datetime:
+def end_of_day(day: date, zone: ZoneInfo) -> datetime:
     """The next local midnight: a period ``to`` a day takes in all of it."""
     return reports.local_midnight(day + timedelta(days=1), zone)
 
 
 def _last_instant_of(day: date, zone: ZoneInfo) -> datetime:
     """The day's last microsecond: the liability as of a day counts all that happened on it."""
-    return _end_of(day, zone) - timedelta(microseconds=1)
+    return end_of_day(day, zone) - timedelta(microseconds=1)
 
 
-def _instant(
+def instant_parameter(
     name: str, zone: ZoneInfo, day_means: Callable[[date, ZoneInfo], datetime]
 ) -> datetime | None:
     raw = request.args.get(name)
@@ -137,7 +138,7 @@ def _instant(
     return at
 
 
-def _snapshot() -> Session:
+def snapshot() -> Session:
     """The request's session, from here on reading one REPEATABLE READ snapshot (PostgreSQL).
 
     Only the session token's shop look-up ran in the request's transaction so far, so it is

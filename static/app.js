@@ -11,10 +11,15 @@
      form[data-api-form]         sent to data-api-path (JSON, or multipart when
                                  data-api-encoding="multipart") with an Idempotency-Key made
                                  once per display; data-confirm asks first; on success the page
-                                 reloads (data-next-param set to the answer's data-next-value)
+                                 reloads (data-next-param set to the answer's data-next-value);
+                                 data-api-method="PUT" or "DELETE" (no body) instead of POST
      [data-error-for=<field>]    where the API's message about <field> goes ([data-form-error]
                                  for the rest)
      input[data-as=end-of-day]   a date sent as the end of that day in data-timezone
+     input[data-as=integer]      a whole number sent as a JSON number (anything else as typed,
+                                 for the API to name); data-empty="null": left empty, sent as
+                                 null rather than left out
+     input[type=checkbox]        sent as true or false
      select[data-preset-picker]  fills in the issue form from the chosen preset
      #bulk-progress              polled while its import is issuing
      [data-download]             a file behind the session token, saved through a Blob URL
@@ -158,11 +163,12 @@
     clearErrors(form);
     setBusy(form, true);
     try {
+      const method = form.dataset.apiMethod || "POST";
       const data = await api(form.dataset.apiPath, {
-        method: "POST",
+        method,
         form,
         headers: { "Idempotency-Key": form.dataset.idempotencyKey },
-        ...requestBody(form),
+        ...(method === "DELETE" ? {} : requestBody(form)),
       });
       const params = {};
       if (form.dataset.nextParam) params[form.dataset.nextParam] = pick(data, form.dataset.nextValue);
@@ -183,12 +189,24 @@
     const json = {};
     for (const element of form.elements) {
       if (!element.name || element.disabled || ["submit", "button"].includes(element.type)) continue;
+      if (element.type === "checkbox") {
+        json[element.name] = element.checked;
+        continue;
+      }
       const value = element.value.trim();
-      if (value === "") continue; // optional fields left empty are left out
-      json[element.name] =
-        element.dataset.as === "end-of-day" ? endOfDay(value, element.dataset.timezone) : value;
+      if (value === "") {
+        if (element.dataset.empty === "null") json[element.name] = null;
+        continue; // optional fields left empty are left out
+      }
+      json[element.name] = fieldValue(element, value);
     }
     return { json };
+  }
+
+  function fieldValue(element, value) {
+    if (element.dataset.as === "end-of-day") return endOfDay(value, element.dataset.timezone);
+    if (element.dataset.as === "integer" && /^[0-9]{1,15}$/.test(value)) return Number(value);
+    return value;
   }
 
   function pick(data, path) {

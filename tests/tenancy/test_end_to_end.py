@@ -185,6 +185,16 @@ def test_the_app_works_under_row_level_security_and_keeps_shops_apart(
     home = client.get(f"/app?shop={a}&id_token={fake.session_token(a)}")  # installed already
     assert home.status_code == 200, home.get_data(as_text=True)
     assert "30.00" in home.text
+    # The report and admin pages (blueprints/report_pages.py), each shop's own figures only.
+    for domain, mine, theirs in ((a, "30.00", "7.00"), (b, "7.00", "30.00")):
+        token = fake.session_token(domain)
+        liability = client.get(f"/app/liability?id_token={token}")
+        assert liability.status_code == 200, liability.get_data(as_text=True)
+        assert f'data-testid="liability-USD">{mine}&nbsp;' in liability.text
+        assert f">{theirs}&nbsp;" not in liability.text
+        for path in ("/app/reconciliation", "/app/settings", "/app/audit"):
+            page = client.get(f"{path}?id_token={token}")
+            assert page.status_code == 200, page.get_data(as_text=True)
 
     # A bulk import (issued by the worker's lanes, each a thread of its own).
     csv = f"customer_id,amount,currency,reason\n{CUSTOMERS[2]},3.00,USD,promo\n"
