@@ -1,8 +1,9 @@
 """Privacy: a customer's data export, a customer's redaction, a shop's erasure.
 
 - Export (``customers/data_request``): everything held on the customer — the customer row,
-  accounts, lots, ledger entries, and the stored webhook payloads about them — kept as a data
-  request the merchant downloads (Shopify does not collect it). Audited.
+  accounts, lots, ledger entries (archived ones too: retention moves old entries out of the
+  hot table, not out of what is held), and the stored webhook payloads about them — kept as a
+  data request the merchant downloads (Shopify does not collect it). Audited.
 - Redaction (``customers/redact``): personal data scrubbed from the customer row, from every
   stored webhook payload about them and from any export made for them. The ledger stays —
   amounts, dates, lots — keyed to an anonymous customer row, because the money is still owed
@@ -119,19 +120,33 @@ def export_customer(session: Session, shop_id: int, shopify_customer_id: int) ->
             .where(CreditLot.account_id == account.id)
             .order_by(CreditLot.created_at)
         )
-        entries = session.scalars(
-            select(LedgerEntry)
-            .where(LedgerEntry.account_id == account.id)
-            .order_by(LedgerEntry.sequence)
-        )
         document["accounts"].append(
             account_json(account)
             | {
                 "lots": [lot_json(lot, account.currency) for lot in lots],
-                "entries": [entry_json(entry, account.currency) for entry in entries],
+                "entries": [
+                    entry_json(entry, account.currency)
+                    for entry in _account_entries(session, account.id)
+                ],
             }
         )
     return document
+
+
+def _account_entries(session: Session, account_id: int) -> list[Any]:
+    """Every entry of the account in chain order: the archived prefix, then the hot rest (an
+    account's archived entries all precede its hot ones)."""
+    archived = session.scalars(
+        select(LedgerEntryArchive)
+        .where(LedgerEntryArchive.account_id == account_id)
+        .order_by(LedgerEntryArchive.sequence)
+    )
+    hot = session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.account_id == account_id)
+        .order_by(LedgerEntry.sequence)
+    )
+    return [*archived, *hot]
 
 
 def record_data_request(

@@ -34,6 +34,19 @@ Days and months (the dashboard's chart, breakage per month) are the shop's local
 in SQL; SQLite (the embedded default), which has no time zones, groups by UTC minute and the
 minutes are put into local days here (every zone's offset is a whole number of minutes).
 
+**Archived entries count too.** Retention (ledger/archive.py) moves accounts' oldest entries
+to ``ledger_entries_archive``. Every figure whose range of times reaches the archived
+entries' times (between the shop's oldest and newest archived entry) reads the UNION ALL of
+both tables' few columns it needs; a range after the newest archived entry — the dashboard,
+recent periods, as-of instants summed back from the cached balances — reads the hot table
+alone, as a shop with nothing archived always does. The archive's two ends are two look-ups
+of ``ix_ledger_entries_archive_shop_created``, read with the hot table's.
+
+**The dashboard remembers closed days.** Its chart sums a month of entries; each process keeps
+the sums of the days before today per shop and, at the next request, reads only the entries
+since, after checking in the same statement that no entry was added to a remembered day
+(PostgreSQL; see "the dashboard's closed days" below). Everything else is read every time.
+
 A report is several statements: read it in one snapshot (REPEATABLE READ), as the API does,
 or an entry committed between two of them may be on one side of the roll-forward only.
 
@@ -44,15 +57,27 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import DateTime, bindparam, case, func, select
+from sqlalchemy import (
+    DateTime,
+    FromClause,
+    Table,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -63,6 +88,7 @@ from models import (
     CreditAccount,
     CreditLot,
     LedgerEntry,
+    LedgerEntryArchive,
     ReconciliationFinding,
     Shop,
     ShopifyOutbox,
@@ -116,10 +142,12 @@ AGING_BUCKETS: tuple[tuple[str, str, int | None], ...] = (
 )
 NO_EXPIRY = ("no_expiry", "No expiry")
 
-# The entries every figure sums. Retention (ledger/archive.py, LEDGER_RETENTION_DAYS, off by
-# default) moves accounts' oldest entries to an archive table: with it on, figures reaching
-# back before the archive cut need those rows too (a UNION ALL of both tables here).
-_E = LedgerEntry.__table__.c
+# The entries every figure sums: the hot table, and the archive retention moves accounts'
+# oldest entries to (ledger/archive.py; same columns). _Scope.entries picks what a range needs.
+_HOT = cast(Table, LedgerEntry.__table__)
+_ARCHIVE = cast(Table, LedgerEntryArchive.__table__)
+# What the figures read of an entry (ix_ledger_entries_shop_created holds them all).
+_SUMMED = ("shop_id", "account_id", "created_at", "kind", "amount")
 
 DASHBOARD_DAYS = 30
 EXPIRING_SOON = timedelta(days=30)
@@ -166,15 +194,19 @@ def default_period(end: datetime, zone: ZoneInfo) -> datetime:
 @dataclass(frozen=True)
 class _Scope:
     """What every figure of one shop needs, read once: its zone, its currencies with their
-    current totals, and the times of its first and last entry (to pick the cheaper side of an
-    instant)."""
+    current totals, the times of its first and last entry (to pick the cheaper side of an
+    instant), and of its first and last archived entry (to know which ranges need the
+    archive)."""
 
     shop_id: int
     zone: ZoneInfo
     currencies: list[str]
     balances: dict[str, int]  # Σ of the cached account balances, per currency
+    holders: dict[str, int]  # accounts holding a nonzero balance, per currency
     first_entry: datetime | None
     last_entry: datetime | None
+    first_archived: datetime | None = None
+    last_archived: datetime | None = None
 
     def forward_is_cheaper(self, at: datetime) -> bool:
         """Whether fewer entries lie before ``at`` than after it, guessed from where ``at``
@@ -183,31 +215,66 @@ class _Scope:
             return True  # no history: both sides are empty
         return at - self.first_entry < self.last_entry - at
 
+    def entries(self, since: datetime | None = None, until: datetime | None = None) -> FromClause:
+        """The shop's entries for a query reading times from ``since`` to ``until`` (None:
+        unbounded; either bound may be inclusive): the hot table, or, when that range reaches
+        the archived entries' times, the UNION ALL of the hot and the archived entries'
+        ``_SUMMED`` columns (each side of it filtered to this shop, and PostgreSQL pushes the
+        query's time range into both)."""
+        if not self.reaches_archive(since, until):
+            return _HOT
+        hot, archived = (
+            select(*(table.c[name] for name in _SUMMED)).where(table.c.shop_id == self.shop_id)
+            for table in (_HOT, _ARCHIVE)
+        )
+        return union_all(hot, archived).subquery("entries")
+
+    def reaches_archive(self, since: datetime | None, until: datetime | None) -> bool:
+        if self.first_archived is None or self.last_archived is None:
+            return False
+        return (since is None or since <= self.last_archived) and (
+            until is None or self.first_archived <= until
+        )
+
 
 def _scope(session: Session, shop_id: int) -> _Scope:
     shop = session.execute(select(Shop.currency, Shop.timezone).where(Shop.id == shop_id)).one()
     held = (
-        select(CreditAccount.currency, func.sum(CreditAccount.balance))
+        select(
+            CreditAccount.currency,
+            func.sum(CreditAccount.balance),
+            func.sum(case((CreditAccount.balance != 0, 1), else_=0)),
+        )
         .where(CreditAccount.shop_id == shop_id)
         .group_by(CreditAccount.currency)
     )
-    balances = {currency: int(total) for currency, total in session.execute(held)}
-    entries = select(_E.created_at).where(_E.shop_id == shop_id)
-    # Two scalar subqueries, so each is one look-up at an end of ix_ledger_entries_shop_created.
-    [(first, last)] = _rows(
+    balances: dict[str, int] = {}
+    holders: dict[str, int] = {}
+    for currency, total, nonzero in _rows(session, held):
+        balances[currency], holders[currency] = int(total), int(nonzero)
+    # Scalar subqueries, so each is one look-up at an end of its table's (shop_id, created_at)
+    # index.
+    [(first, last, first_archived, last_archived)] = _rows(
         session,
         select(
-            entries.with_only_columns(func.min(_E.created_at)).scalar_subquery(),
-            entries.with_only_columns(func.max(_E.created_at)).scalar_subquery(),
+            *(
+                select(end(table.c.created_at)).where(table.c.shop_id == shop_id).scalar_subquery()
+                for table in (_HOT, _ARCHIVE)
+                for end in (func.min, func.max)
+            )
         ),
     )
+    ends = [_utc(first), _utc(first_archived), _utc(last), _utc(last_archived)]
     return _Scope(
         shop_id=shop_id,
         zone=zone_named(shop.timezone),
         currencies=sorted({shop.currency, *balances}),
         balances=balances,
-        first_entry=_utc(first),
-        last_entry=_utc(last),
+        holders=holders,
+        first_entry=min((t for t in ends[:2] if t is not None), default=None),
+        last_entry=max((t for t in ends[2:] if t is not None), default=None),
+        first_archived=ends[1],
+        last_archived=ends[3],
     )
 
 
@@ -272,20 +339,25 @@ def _liability_at(
     held a nonzero balance then (so each account's own figure is summed first).
 
     ``forward`` picks the side (None: the cheaper one): True sums the history up to ``at``,
-    False takes the cached balances minus what moved after ``at``.
+    False takes the cached balances minus what moved after ``at`` — nothing, when ``at`` is
+    at or after the shop's last entry (the dashboard's "now"): the scope's totals are the
+    answer, with no statement.
     """
     if forward is None:
         forward = scope.forward_is_cheaper(at)
     totals = {currency: _Liability() for currency in scope.currencies}
-    in_shop = _E.shop_id == scope.shop_id
+    if not forward and (scope.last_entry is None or scope.last_entry <= at):
+        for currency, amount in scope.balances.items():
+            totals[currency] = _Liability(amount, scope.holders[currency])
+        return totals
     if forward:
-        moved = _per_account(in_shop, _E.created_at <= at)
+        moved = _per_account(scope, None, at, lambda created_at: created_at <= at)
         balance: Any = moved.c.amount
         accounts = select(CreditAccount.currency).join(
             moved, moved.c.account_id == CreditAccount.id
         )
     else:
-        moved = _per_account(in_shop, _E.created_at > at)
+        moved = _per_account(scope, at, None, lambda created_at: created_at > at)
         balance = CreditAccount.balance - func.coalesce(moved.c.amount, 0)
         accounts = (
             select(CreditAccount.currency)
@@ -305,12 +377,16 @@ def _rows(session: Session, stmt: Any) -> list[Any]:
     return list(session.execute(stmt))
 
 
-def _per_account(*where: Any) -> Any:
-    """Each account's signed sum of the entries matching ``where``."""
+def _per_account(
+    scope: _Scope, since: datetime | None, until: datetime | None, when: Callable[[Any], Any]
+) -> Any:
+    """Each account's signed sum of the shop's entries (read from ``since`` to ``until``)
+    whose created_at matches ``when``."""
+    entries = scope.entries(since, until).c
     return (
-        select(_E.account_id, func.sum(_E.amount).label("amount"))
-        .where(*where)
-        .group_by(_E.account_id)
+        select(entries.account_id, func.sum(entries.amount).label("amount"))
+        .where(entries.shop_id == scope.shop_id, when(entries.created_at))
+        .group_by(entries.account_id)
         .subquery()
     )
 
@@ -329,9 +405,11 @@ def _liabilities_before(
         sides[scope.forward_is_cheaper(at) if forward is None else forward].append(i)
     if sides[True]:  # the history up to each instant
         wanted = sides[True]
-        sums = [_sum_when(_E.created_at < instants[i]) for i in wanted]
-        reach = _E.created_at < max(instants[i] for i in wanted)
-        for currency, *amounts in _sums_by_currency(session, scope, sums, reach):
+        last = max(instants[i] for i in wanted)
+        source = scope.entries(None, last)
+        sums = [_sum_when(source, source.c.created_at < instants[i]) for i in wanted]
+        reach = source.c.created_at < last
+        for currency, *amounts in _sums_by_currency(session, scope, source, sums, reach):
             for i, amount in zip(wanted, amounts, strict=True):
                 figures[i][currency] = figures[i].get(currency, 0) + int(amount)
     if sides[False]:  # the cached balances less what moved since each instant
@@ -339,23 +417,28 @@ def _liabilities_before(
         for i in wanted:
             for currency, balance in scope.balances.items():
                 figures[i][currency] += balance
-        sums = [_sum_when(_E.created_at >= instants[i]) for i in wanted]
-        reach = _E.created_at >= min(instants[i] for i in wanted)
-        for currency, *amounts in _sums_by_currency(session, scope, sums, reach):
+        first = min(instants[i] for i in wanted)
+        source = scope.entries(first, None)
+        sums = [_sum_when(source, source.c.created_at >= instants[i]) for i in wanted]
+        reach = source.c.created_at >= first
+        for currency, *amounts in _sums_by_currency(session, scope, source, sums, reach):
             for i, amount in zip(wanted, amounts, strict=True):
                 figures[i][currency] = figures[i].get(currency, 0) - int(amount)
     return figures
 
 
-def _sum_when(condition: Any) -> Any:
-    return func.sum(case((condition, _E.amount), else_=0))
+def _sum_when(source: FromClause, condition: Any) -> Any:
+    return func.sum(case((condition, source.c.amount), else_=0))
 
 
-def _sums_by_currency(session: Session, scope: _Scope, sums: list[Any], reach: Any) -> list[Any]:
+def _sums_by_currency(
+    session: Session, scope: _Scope, source: FromClause, sums: list[Any], reach: Any
+) -> list[Any]:
     stmt = (
         select(CreditAccount.currency, *sums)
-        .join(CreditAccount, CreditAccount.id == _E.account_id)
-        .where(_E.shop_id == scope.shop_id, reach)
+        .select_from(source)
+        .join(CreditAccount, CreditAccount.id == source.c.account_id)
+        .where(source.c.shop_id == scope.shop_id, reach)
         .group_by(CreditAccount.currency)
     )
     return _rows(session, stmt)
@@ -411,7 +494,7 @@ def roll_forward_figures(
     """``roll_forward`` in minor units, as ``RollForward`` rows."""
     _require_period(start, end)
     scope = _scope(session, shop_id)
-    return _roll_forward(session, scope, start, end, _movements(session, shop_id, start, end))
+    return _roll_forward(session, scope, start, end, _movements(session, scope, start, end))
 
 
 def _roll_forward(
@@ -444,18 +527,21 @@ def _roll_forward(
 
 
 def _movements(
-    session: Session, shop_id: int, start: datetime, end: datetime
+    session: Session, scope: _Scope, start: datetime, end: datetime
 ) -> dict[tuple[str, str], int]:
     """Signed sum of the period's entries per (currency, kind)."""
+    source = scope.entries(start, end)
+    entries = source.c
     stmt = (
-        select(CreditAccount.currency, _E.kind, func.sum(_E.amount))
-        .join(CreditAccount, CreditAccount.id == _E.account_id)
+        select(CreditAccount.currency, entries.kind, func.sum(entries.amount))
+        .select_from(source)
+        .join(CreditAccount, CreditAccount.id == entries.account_id)
         .where(
-            _E.shop_id == shop_id,
-            _E.created_at >= start,
-            _E.created_at < end,
+            entries.shop_id == scope.shop_id,
+            entries.created_at >= start,
+            entries.created_at < end,
         )
-        .group_by(CreditAccount.currency, _E.kind)
+        .group_by(CreditAccount.currency, entries.kind)
     )
     return {(currency, kind): int(amount) for currency, kind, amount in _rows(session, stmt)}
 
@@ -500,28 +586,31 @@ def _daily_sums(
         return _DailySums()
     days = _days(start.astimezone(scope.zone).date(), _last_day(end, scope.zone))
     postgres = session.get_bind().dialect.name == "postgresql"
+    source = scope.entries(start, end)
+    entries = source.c
     if postgres:
         midnights = [local_midnight(day, scope.zone) for day in [*days, days[-1] + timedelta(1)]]
         bounds = bindparam("midnights", midnights, type_=ARRAY(DateTime(timezone=True)))
-        bucket: Any = func.width_bucket(_E.created_at, bounds)
+        bucket: Any = func.width_bucket(entries.created_at, bounds)
     else:  # SQLite stores naive UTC text
-        bucket = func.strftime("%Y-%m-%d %H:%M", _E.created_at)
+        bucket = func.strftime("%Y-%m-%d %H:%M", entries.created_at)
     inner = (
         select(
             bucket.label("bucket"),
             CreditAccount.currency.label("currency"),
-            _E.kind.label("kind"),
-            _E.amount.label("amount"),
+            entries.kind.label("kind"),
+            entries.amount.label("amount"),
         )
-        .join(CreditAccount, CreditAccount.id == _E.account_id)
+        .select_from(source)
+        .join(CreditAccount, CreditAccount.id == entries.account_id)
         .where(
-            _E.shop_id == scope.shop_id,
-            _E.created_at >= start,
-            _E.created_at < end,
+            entries.shop_id == scope.shop_id,
+            entries.created_at >= start,
+            entries.created_at < end,
         )
     )
     if kinds is not None:
-        inner = inner.where(_E.kind.in_([kind.value for kind in kinds]))
+        inner = inner.where(entries.kind.in_([kind.value for kind in kinds]))
     rows = inner.subquery()
     stmt = select(rows.c.bucket, rows.c.currency, rows.c.kind, func.sum(rows.c.amount)).group_by(
         rows.c.bucket, rows.c.currency, rows.c.kind
@@ -815,10 +904,13 @@ def dashboard(session: Session, shop_id: int, now: datetime) -> dict[str, Any]:
 def _activity(session: Session, scope: _Scope, now: datetime) -> dict[str, Any]:
     today = now.astimezone(scope.zone).date()
     first = today - timedelta(days=DASHBOARD_DAYS - 1)
-    start = local_midnight(first, scope.zone)
-    kinds = [kind for kind, _ in _ACTIVITY.values()]
-    # Up to and including now, as the liability beside it.
-    daily = _daily_sums(session, scope, start, now + timedelta(microseconds=1), kinds=kinds)
+    if session.get_bind().dialect.name == "postgresql":
+        daily = _remembered_activity(session, scope, first, now)
+    else:
+        kinds = [kind for kind, _ in _ACTIVITY.values()]
+        start = local_midnight(first, scope.zone)
+        # Up to and including now, as the liability beside it.
+        daily = _daily_sums(session, scope, start, now + timedelta(microseconds=1), kinds=kinds)
     days = [
         {"date": day.isoformat(), "currency": currency}
         | {
@@ -829,6 +921,171 @@ def _activity(session: Session, scope: _Scope, now: datetime) -> dict[str, Any]:
         for currency in sorted({*scope.currencies, *daily.currencies()})
     ]
     return {"from": first.isoformat(), "to": today.isoformat(), "days": days}
+
+
+# -- the dashboard's closed days, remembered --------------------------------------------------
+#
+# The chart's 30 days hold a month of the shop's entries (on the bench's shop, 144,000: summing
+# them is most of the dashboard's time), yet only today's change from one request to the next.
+# So each process remembers, per shop, the sums of the closed days (before today's local
+# midnight) and reads only the entries since; and it knows whether the days it remembers are
+# still right without reading them again:
+#
+#   ``written``: Σ credit_accounts.last_sequence of the shop = how many entries it ever wrote
+#   (hot or archived: archiving moves entries, erasure deletes the accounts with them);
+#   ``since``: how many of the shop's entries (of any kind, hot or archived) are created at
+#   or after the remembered days' end.
+#
+# Both are read with the remembered sums, and again with each later read, each time in the
+# same statement (one snapshot). Entries are never deleted but with their shop, so if
+# ``written`` grew by exactly as much as ``since`` did, every entry written in between was
+# created at or after the end: none was added to a remembered day (a transaction committed
+# late, or a backdated entry). Otherwise the remembered days are dropped and the whole month
+# is summed again. Archiving changes neither count, nor any day's sums.
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    """One shop's activity sums of closed local days ``[first, end)``, and its counts then."""
+
+    zone: str
+    first: date
+    end: datetime  # the local midnight ending the last day held, as a UTC instant
+    sums: Mapping[tuple[date, str, str], int]  # (day, currency, kind) → signed sum
+    written: int
+    since: int
+
+
+class _ClosedDays:
+    """The remembered closed days, per (database, shop): the most recently used few."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._held: OrderedDict[tuple[str, int], _Remembered] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> _Remembered | None:
+        with self._lock:
+            found = self._held.get(key)
+            if found is not None:
+                self._held.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, int], remembered: _Remembered) -> None:
+        with self._lock:
+            self._held[key] = remembered
+            self._held.move_to_end(key)
+            while len(self._held) > self._size:
+                self._held.popitem(last=False)
+
+
+_CLOSED_DAYS = _ClosedDays(size=2048)
+
+
+@dataclass
+class _Live:
+    """What one read of the entries since ``days[0]`` found: the chart kinds' sums by day up to
+    now, the shop's ``written`` count, and the entries created since each day began."""
+
+    days: list[date]
+    sums: dict[tuple[date, str, str], int]
+    written: int
+    created: list[int]  # per day of ``days`` (after now: counted in the last day)
+
+    def since(self, day: date) -> int:
+        return sum(self.created[self.days.index(day) :])
+
+
+def _remembered_activity(session: Session, scope: _Scope, first: date, now: datetime) -> _DailySums:
+    """The chart's sums for ``first`` through today up to ``now`` (PostgreSQL), from the
+    remembered closed days and the entries since, or from the whole month."""
+    today = now.astimezone(scope.zone).date()
+    today_start = local_midnight(today, scope.zone)
+    bind = session.get_bind()
+    key = (bind.engine.url.render_as_string(hide_password=True), scope.shop_id)
+    held = _CLOSED_DAYS.get(key)
+    usable = (
+        held is not None
+        and held.zone == scope.zone.key
+        and held.first <= first
+        and local_midnight(first, scope.zone) < held.end <= today_start
+    )
+    live: _Live | None = None
+    if held is not None and usable:
+        live = _live_activity(session, scope, held.end.astimezone(scope.zone).date(), today, now)
+        if live.written - held.written != live.since(live.days[0]) - held.since:
+            live = None  # an entry was added to a remembered day: sum the month again
+    daily = _DailySums()
+    if live is not None and held is not None:
+        for (day, currency, kind), amount in held.sums.items():
+            if day >= first:
+                daily.sums[day, currency, kind] += amount
+    else:
+        live = _live_activity(session, scope, first, today, now)
+    for key_, amount in live.sums.items():
+        daily.sums[key_] += amount
+    closed = {k: v for k, v in daily.sums.items() if k[0] < today}
+    _CLOSED_DAYS.put(
+        key,
+        _Remembered(scope.zone.key, first, today_start, closed, live.written, live.since(today)),
+    )
+    return daily
+
+
+def _live_activity(
+    session: Session, scope: _Scope, first: date, today: date, now: datetime
+) -> _Live:
+    """One statement (one snapshot): the shop's ``written`` count, and its entries created
+    since ``first`` began, summed per local day (up to ``now``), currency and kind, and
+    counted per day."""
+    days = _days(first, today)
+    # width_bucket among these bounds: bucket n (1-based) is the n-th day, the last day's
+    # ending at now (inclusive), and one more for anything created after now.
+    bounds = [local_midnight(day, scope.zone) for day in days] + [now + timedelta(microseconds=1)]
+    source = scope.entries(bounds[0], None)
+    entries = source.c
+    bucket = func.width_bucket(
+        entries.created_at, bindparam("bounds", bounds, type_=ARRAY(DateTime(timezone=True)))
+    )
+    groups = (
+        select(
+            bucket.label("bucket"),
+            CreditAccount.currency.label("currency"),
+            entries.kind.label("kind"),
+            func.sum(entries.amount).label("amount"),
+            func.count().label("created"),
+        )
+        .select_from(source)
+        .join(CreditAccount, CreditAccount.id == entries.account_id)
+        .where(entries.shop_id == scope.shop_id, entries.created_at >= bounds[0])
+        .group_by(bucket, CreditAccount.currency, entries.kind)
+        .subquery()
+    )
+    written = (
+        select(func.coalesce(func.sum(CreditAccount.last_sequence), 0))
+        .where(CreditAccount.shop_id == scope.shop_id)
+        .scalar_subquery()
+    )
+    one = select(literal(1).label("one")).subquery()
+    stmt = select(
+        written,
+        groups.c.bucket,
+        groups.c.currency,
+        groups.c.kind,
+        groups.c.amount,
+        groups.c.created,
+    ).select_from(one.outerjoin(groups, true()))
+    live = _Live(days=days, sums=defaultdict(int), written=0, created=[0] * len(days))
+    charted = {kind.value for kind, _ in _ACTIVITY.values()}
+    for total, number, currency, kind, amount, created in _rows(session, stmt):
+        live.written = int(total)
+        if number is None:
+            continue  # no entry since ``first``
+        index = min(number, len(days)) - 1  # after now: counted in the last day, not charted
+        live.created[index] += int(created)
+        if number <= len(days) and kind in charted:
+            live.sums[days[index], currency, kind] += int(amount)
+    return live
 
 
 def _expiring_soon(session: Session, scope: _Scope, now: datetime) -> list[dict[str, Any]]:

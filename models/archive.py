@@ -6,7 +6,9 @@ an HMAC key, records where the chain stood at the end of that prefix (ledger/arc
 rules). The archive keeps every column of the hot row, so the prefix can still be re-verified
 from genesis. The database refuses UPDATE and DELETE on the archive and the checkpoints (a
 trigger), except when the shop is erased; it lets a DELETE on ``ledger_entries`` through only
-for a row already in the archive, identical, and covered by a checkpoint.
+for a row already in the archive, identical, and covered by a checkpoint. Privileges say the
+same (migration 0010): no runtime role may UPDATE these tables, the web's role only reads them,
+and the worker's DELETE serves a shop's erasure alone.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ class LedgerEntryArchive(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
             sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # Reports and the ledger export read a shop's archived entries by time, as they read
+        # the hot ones (covering on PostgreSQL, like ix_ledger_entries_shop_created; the id
+        # orders entries of one instant for the export).
+        Index(
+            "ix_ledger_entries_archive_shop_created",
+            "shop_id",
+            "created_at",
+            "id",
+            postgresql_include=["account_id", "kind", "amount"],
         ),
         # Verification adds up what archived entries did to a lot.
         Index(

@@ -20,6 +20,15 @@ from sqlalchemy import Engine, text
 
 APP, WORKER, OWNER = "creditcraft_app", "creditcraft_worker", "creditcraft_migrator"
 APPEND_ONLY = ("ledger_entries", "entry_allocations", "audit_log")
+# Retention's tables (migrations 0009, 0010): append-only by privilege too. Only workers
+# archive (INSERT); the worker keeps DELETE for a shop's erasure (their trigger refuses any
+# other); the web only reads them.
+ARCHIVE = (
+    "ledger_entries_archive",
+    "entry_allocations_archive",
+    "shopify_outbox_archive",
+    "ledger_checkpoints",
+)
 
 
 @pytest.fixture
@@ -121,10 +130,15 @@ def test_runtime_privileges_are_the_least_each_role_needs(catalog):
             assert not may(role, table, "REFERENCES"), (role, table)
             assert not may(role, table, "TRIGGER"), (role, table)
         assert not may(APP, table, "DELETE"), table
-        if table in APPEND_ONLY or table == "alembic_version":
+        if table in APPEND_ONLY or table in ARCHIVE or table == "alembic_version":
             assert not may(APP, table, "UPDATE"), table
             assert not may(WORKER, table, "UPDATE"), table
     assert not may(WORKER, "shops", "DELETE")
+    for table in ARCHIVE:
+        assert table in tables
+        assert not may(APP, table, "INSERT"), table
+        assert may(WORKER, table, "INSERT"), table
+        assert may(WORKER, table, "DELETE"), table  # a shop's erasure
     for role in (APP, WORKER):
         schema = rows(catalog, "SELECT has_schema_privilege(:r, 'public', 'CREATE')", r=role)
         assert schema == [(False,)]
