@@ -14,6 +14,9 @@ statement (psycopg prepares a statement on its fifth use) switches to a generic 
 that plan is estimated no costlier than the custom ones, so a scan the custom plans avoid stays
 avoided.
 
+The liability report's routes are the exception (``READS_MOST_OF_THE_LEDGER``): they add up
+most of the shop's entries by design, which a sequential scan does as well as any index.
+
 The shop is committed, then VACUUM ANALYZEd (statistics and a visibility map, as autovacuum
 leaves a table: without a visibility map an index-only scan is costed as heap reads), and is
 erased at the end the way shop/redact erases a shop (the one deletion the ledger allows).
@@ -58,6 +61,12 @@ _WATCHED = re.compile(r"\b(" + "|".join(WATCHED) + r")\b")
 _READ = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 STAFF = "8410000077"
+# Routes whose reads need most of the shop's entries by design: the liability report sums every
+# entry after its as-of date and every entry of its period (ledger/reports.py), so PostgreSQL
+# rightly picks a sequential scan once that is most of the table, and no index can make such
+# a read cheap (bench/pages.py times them). Reported; a route leaves this set when it reads a
+# summary instead of the entries.
+READS_MOST_OF_THE_LEDGER = {"/api/liability", "/api/liability.csv", "/app/liability"}
 
 
 @dataclass(frozen=True)
@@ -104,9 +113,18 @@ def _vacuum(engine: Engine) -> None:
             if visible >= pages:
                 return
             time.sleep(0.5)
+        holders = conn.execute(_SNAPSHOT_HOLDERS).all()
+    pytest.fail(
+        f"VACUUM left {pages - visible} of {pages} ledger pages not all-visible: a transaction"
+        f" holds an old snapshot, so plans here would not be production's: {holders}"
+    )
 
 
 _VISIBLE = text("SELECT relpages, relallvisible FROM pg_class WHERE relname = 'ledger_entries'")
+_SNAPSHOT_HOLDERS = text(
+    "SELECT pid, backend_type, state, left(query, 100) FROM pg_stat_activity"
+    " WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()"
+)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +158,7 @@ def test_no_hot_query_scans_a_ledger_table(app, client, medium, close_storefront
     route = [""]
 
     def record(_conn, cursor, statement, parameters, _context, executemany):
-        if not executemany:
+        if route[0] and not executemany:
             server_side = isinstance(cursor, psycopg.ServerCursor)
             sent.append(Sent(route[0], statement, parameters, server_side))
 
@@ -191,9 +209,12 @@ def _every_route(app, client, facts, token: str, route: list[str]) -> list[tuple
 
     answers = []
     for rule in get_rules(app):
+        route[0] = f"GET {rule} (a page-1 request for a cursor)"
         for sample in SAMPLES[rule](facts, fetch):
             url, headers = request_for(sample, token, facts.domain)
             route[0] = f"GET {rule} ({sample[0]} {sample[1]})"
+            if rule in READS_MOST_OF_THE_LEDGER:
+                route[0] = ""  # not checked: see READS_MOST_OF_THE_LEDGER
             response = client.get(url, headers=headers)
             response.get_data()  # a streamed export read to its end, as a browser would
             response.close()
