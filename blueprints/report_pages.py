@@ -31,7 +31,7 @@ from blueprints.pages import app_url, render_page, staff_page
 from blueprints.session_token import StaffSession
 from extensions import current_session
 from ledger import audit, findings, presets, queries, reports, runs, shop_settings
-from ledger.money import parse_amount
+from ledger.money import CURRENCY_EXPONENTS, format_amount, parse_amount
 from ledger.views import iso
 from models.preset import ISSUABLE_SOURCES, MAX_EXPIRY_DAYS
 
@@ -364,7 +364,16 @@ def _audit_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(details: dict[str, Any]) -> str:
-    return " · ".join(f"{name}: {_compact(value)}" for name, value in details.items())
+    return " · ".join(f"{name}: {_compact(value)}" for name, value in _readable(details).items())
+
+
+def _readable(details: dict[str, Any]) -> dict[str, Any]:
+    """Ledger rows record ``amount`` in minor units beside its ``currency``: show it as money
+    ("12.50"), as every other figure on the pages is."""
+    amount, currency = details.get("amount"), details.get("currency")
+    if type(amount) is int and isinstance(currency, str) and currency in CURRENCY_EXPONENTS:
+        return details | {"amount": format_amount(amount, currency)}
+    return details
 
 
 def _compact(value: Any) -> str:

@@ -356,3 +356,15 @@ def test_an_empty_audit_log_says_what_it_will_hold(pages):
 
     assert "Nothing in the audit log yet." in html
     assert attribute(html, "export-audit", "data-download") == "/api/audit-log.csv"
+
+
+def test_ledger_amounts_in_the_details_show_as_money_not_minor_units(pages, shop, now):
+    record(shop, "issue", now, details={"amount": 1250, "currency": "USD", "reason": "goodwill"})
+    record(shop, "expire", now, details={"amount": 1200, "currency": "JPY", "lots": 2})
+
+    html = pages.get("/app/audit").text
+
+    # (the database keeps details as JSONB: their keys come back in its order)
+    assert "amount: 12.50 ·" in html
+    assert "amount: 1200 ·" in html
+    assert "amount: 1250" not in html
