@@ -181,7 +181,15 @@ def test_the_app_works_under_row_level_security_and_keeps_shops_apart(
     assert client.get(f"/api/customers/{CUSTOMERS[1]}", headers=auth(a)).status_code == 404
     assert client.get(f"/api/customers/{CUSTOMERS[0]}/ledger", headers=auth(b)).status_code == 404
 
-    # The embedded app's home page, for a shop installed already.
+    # The embedded pages (the id_token is the staff member's session token).
+    for domain, mine, theirs in ((a, CUSTOMERS[0], CUSTOMERS[1]), (b, CUSTOMERS[1], CUSTOMERS[0])):
+        token = fake.session_token(domain)
+        page = client.get(f"/app/customers?id_token={token}")
+        assert page.status_code == 200, page.get_data(as_text=True)
+        assert f"/app/customers/{mine}" in page.text
+        assert f"/app/customers/{theirs}" not in page.text
+        assert client.get(f"/app/customers/{mine}?id_token={token}").status_code == 200
+        assert client.get(f"/app/customers/{theirs}?id_token={token}").status_code == 404
     home = client.get(f"/app?shop={a}&id_token={fake.session_token(a)}")  # installed already
     assert home.status_code == 200, home.get_data(as_text=True)
     assert "30.00" in home.text
