@@ -28,7 +28,6 @@ BENCH_ENTRIES=60000 make bench B=pages``.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import re
@@ -223,11 +222,6 @@ def time_get(client: FlaskClient, url: str, headers: dict[str, str]) -> tuple[fl
         elapsed = (time.perf_counter() - started) * 1000
     finally:
         response.close()
-    if streamed:
-        # A CSV export closed before its end keeps its pooled connection checked out until
-        # the garbage collector finds it (found by this bench; reported): collect it now, or
-        # a route's 200 requests exhaust the pool.
-        gc.collect()
     return elapsed, response.status_code, streamed
 
 

@@ -10,13 +10,13 @@ one that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, g, jsonify, request
 
 from blueprints import inputs
+from blueprints.downloads import csv_download
 from blueprints.errors import APIError
 from blueprints.session_token import StaffSession, require_session_token
 from blueprints.settings import current_settings
@@ -234,7 +234,7 @@ def audit_log() -> Response:
 @require_session_token
 def audit_log_csv() -> Response:
     """The filtered audit log as CSV, newest first, streamed; the export is audited."""
-    staff, where = _staff(), audit_filter(*_time_range())
+    shop_id, where = _staff().shop.id, audit_filter(*_time_range())
     details = {
         "actor": where.actor,
         "action": where.action,
@@ -243,8 +243,9 @@ def audit_log_csv() -> Response:
         "to": iso(where.end),
     }
     _record_export("audit_log.export", "audit_log", details)
-    rows = audit.audit_csv_rows(current_session(), staff.shop.id, where)
-    return _csv_download(rows, "audit-log.csv")
+    return csv_download(
+        "audit-log.csv", lambda session: audit.audit_csv_rows(session, shop_id, where)
+    )
 
 
 @bp.get("/ledger.csv")
@@ -252,13 +253,12 @@ def audit_log_csv() -> Response:
 def ledger_csv() -> Response:
     """Every ledger entry created in ``[from, to)`` (in ``currency``, if given), oldest first,
     streamed as CSV; the export is audited with who asked for which range."""
-    staff = _staff()
+    shop_id = _staff().shop.id
     start, end = _time_range()
     currency = request.args.get("currency")
     within = LedgerRange(start, end, normalize_currency(currency) if currency else None)
     _record_export("ledger.export", "ledger", within.to_json())
-    rows = ledger_csv_rows(current_session(), staff.shop.id, within)
-    return _csv_download(rows, "ledger.csv")
+    return csv_download("ledger.csv", lambda session: ledger_csv_rows(session, shop_id, within))
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -401,10 +401,3 @@ def _record_export(action: str, target_type: str, details: dict[str, Any]) -> No
         session, staff.shop.id, staff.actor, action, audit.Target(target_type), _now(), details
     )
     session.commit()
-
-
-def _csv_download(rows: Iterator[str], filename: str) -> Response:
-    response = Response(stream_with_context(rows), mimetype="text/csv")
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["Cache-Control"] = "no-store"  # customers' ids and the staff's names
-    return response

@@ -11,9 +11,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, g, jsonify, request
 
 from blueprints import inputs
+from blueprints.downloads import csv_download
 from blueprints.errors import APIError
 from blueprints.session_token import StaffSession, require_session_token
 from blueprints.settings import current_settings
@@ -242,14 +243,11 @@ def bulk_import_result(import_id: str) -> Response:
             "This file did not pass the check, so no row was issued: see the report's errors.",
             state=found.state,
         )
-    response = Response(
-        stream_with_context(bulk.result_csv(current_session(), found.id)), mimetype="text/csv"
+    found_id = found.id  # read now: the stream runs after the request ends
+    return csv_download(  # never cached: emails are personal data
+        f"bulk-import-{found_id}-result.csv",
+        lambda session: bulk.result_csv(session, found_id),
     )
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="bulk-import-{found.id}-result.csv"'
-    )
-    response.headers["Cache-Control"] = "no-store"  # emails: personal data
-    return response
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -186,8 +186,10 @@ def audit_page(
     return [audit_json(row) for row in rows], (None if last is None else (last.created_at, last.id))
 
 
-def audit_csv_rows(session: Session, shop_id: int, where: AuditFilter) -> Iterator[str]:
-    """The filtered audit log as CSV text, newest first, a batch of rows at a time.
+def audit_csv_rows(
+    session: Session, shop_id: int, where: AuditFilter, *, batch: int = STREAM_BATCH
+) -> Iterator[str]:
+    """The filtered audit log as CSV text, newest first, ``batch`` rows at a time.
 
     One query on a server-side cursor, read through Core (see ledger/export.py): one
     consistent picture, memory flat however long.
@@ -208,11 +210,12 @@ def audit_csv_rows(session: Session, shop_id: int, where: AuditFilter) -> Iterat
     )
     stmt = _where(select(*columns), shop_id, where)
     stmt = stmt.order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-    rows = session.connection().execute(stmt.execution_options(yield_per=STREAM_BATCH))
-    for count, row in enumerate(rows, start=1):
-        writer.writerow(_csv_cells(row))
-        if count % STREAM_BATCH == 0:
-            yield drain(out)
+    # Closed however the generator ends, a download cut short included (ledger/export.py).
+    with session.connection().execute(stmt.execution_options(yield_per=batch)) as rows:
+        for count, row in enumerate(rows, start=1):
+            writer.writerow(_csv_cells(row))
+            if count % batch == 0:
+                yield drain(out)
     yield drain(out)
 
 

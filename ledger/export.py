@@ -79,8 +79,10 @@ _HOT = cast(Table, LedgerEntry.__table__)
 _ARCHIVE = cast(Table, LedgerEntryArchive.__table__)
 
 
-def ledger_csv_rows(session: Session, shop_id: int, within: LedgerRange) -> Iterator[str]:
-    """The shop's entries in ``within`` as CSV text (header first), a batch of rows at a time,
+def ledger_csv_rows(
+    session: Session, shop_id: int, within: LedgerRange, *, batch: int = STREAM_BATCH
+) -> Iterator[str]:
+    """The shop's entries in ``within`` as CSV text (header first), ``batch`` rows at a time,
     archived entries included.
 
     Rows are read through Core, not the ORM, with the timestamp's UTC decorator bypassed:
@@ -94,11 +96,13 @@ def ledger_csv_rows(session: Session, shop_id: int, within: LedgerRange) -> Iter
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(LEDGER_COLUMNS)
-    rows = session.connection().execute(stmt.execution_options(yield_per=STREAM_BATCH))
-    for count, row in enumerate(rows, start=1):
-        writer.writerow(_cells(row))
-        if count % STREAM_BATCH == 0:
-            yield drain(out)
+    # Closed however the generator ends (a download cut short closes it: GeneratorExit), so
+    # the server-side cursor does not outlive it.
+    with session.connection().execute(stmt.execution_options(yield_per=batch)) as rows:
+        for count, row in enumerate(rows, start=1):
+            writer.writerow(_cells(row))
+            if count % batch == 0:
+                yield drain(out)
     yield drain(out)
 
 
