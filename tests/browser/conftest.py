@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 import random
 import threading
@@ -292,9 +291,6 @@ def served(
         ):
             seed_demo_shop(app, scratch_engine)
             yield Served(base, app, scratch_engine, log)
-            # A streamed CSV's session (the bulk result) is left for the garbage collector
-            # to close (reported); collect now, while its database still exists.
-            gc.collect()
     finally:
         if worker is not None:
             stop(worker)
