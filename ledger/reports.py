@@ -14,38 +14,42 @@ at the end.
 opening + movements of the period = closing. ``liability_as_of(at)`` counts entries *at* ``at``
 too (``created_at <= at``): "as of 12:00" includes what happened at 12:00.
 
-**Balances at an instant are computed from the cheaper side.** Summing a year of history for
-an as-of figure would read every entry the shop ever wrote. Instead, a balance at ``t`` is the
-account's current balance minus what moved after ``t`` (a range scan of
-``ix_ledger_entries_shop_created`` from ``t`` to now: small when ``t`` is recent, the usual
-case), or, when ``t`` lies nearer the shop's first entry than its last, the sum of what moved
-up to ``t`` (a range scan from the start). Both are exact; which one is cheaper is guessed from
-where ``t`` falls between the shop's first and last entry (two index look-ups).
+**Balances at an instant are the cached balances less what moved since.** A balance at ``t``
+is the account's current balance minus what moved after ``t``. On PostgreSQL what moved after
+any instant comes from the shop's remembered closed days (below) and the few entries read raw;
+on SQLite it is a range scan of ``ix_ledger_entries_shop_created`` from ``t`` to now, or,
+when ``t`` lies nearer the shop's first entry than its last, the sum of what moved up to
+``t`` (a range scan from the start; which one is cheaper is guessed from where ``t`` falls
+between the shop's first and last entry). All of them are exact.
 
-**The roll-forward really checks.** Opening and closing come from those balances (cached
-balances and a range on one side of an instant); the movements come from summing the period's
+**The roll-forward really checks.** Opening and closing come from those balances (the cached
+balances less what moved since each bound); the movements come from summing the period's
 entries by kind. Each column has a sign, and ``ties_out`` is true only when
 opening + issued + refunded − redeemed + reversed − expired − revoked + adjusted + external
-equals closing: a kind left out, a sign wrong or a period boundary counted on one side and not
-the other makes it false.
+equals closing: a kind left out or a sign wrong makes it false, and so, on SQLite, where the
+movements are a read of their own, does a period boundary counted on one side and not the
+other.
 
 Days and months (the dashboard's chart, breakage per month) are the shop's local ones
-(``shops.timezone``, an IANA name); instants stay UTC. PostgreSQL buckets entries by local day
-in SQL; SQLite (the embedded default), which has no time zones, groups by UTC minute and the
-minutes are put into local days here (every zone's offset is a whole number of minutes).
+(``shops.timezone``, an IANA name); instants stay UTC. PostgreSQL buckets entries among the
+UTC instants of local midnights computed here (``width_bucket``); SQLite (the embedded
+default), which has no time zones, groups by UTC minute and the minutes are put into local
+days here (every zone's offset is a whole number of minutes).
 
 **Archived entries count too.** Retention (ledger/archive.py) moves accounts' oldest entries
 to ``ledger_entries_archive``. Every figure whose range of times reaches the archived
 entries' times (between the shop's oldest and newest archived entry) reads the UNION ALL of
-both tables' few columns it needs; a range after the newest archived entry — the dashboard,
-recent periods, as-of instants summed back from the cached balances — reads the hot table
-alone, as a shop with nothing archived always does. The archive's two ends are two look-ups
-of ``ix_ledger_entries_archive_shop_created``, read with the hot table's.
+both tables' few columns it needs; a range after the newest archived entry — today's entries,
+recent periods — reads the hot table alone, as a shop with nothing archived always does. The
+archive's two ends are two look-ups of ``ix_ledger_entries_archive_shop_created``, read with
+the hot table's.
 
-**The dashboard remembers closed days.** Its chart sums a month of entries; each process keeps
-the sums of the days before today per shop and, at the next request, reads only the entries
-since, after checking in the same statement that no entry was added to a remembered day
-(PostgreSQL; see "the dashboard's closed days" below). Everything else is read every time.
+**Closed days are remembered (PostgreSQL).** Each process keeps, per shop, the running sums of
+its closed local days by currency and kind, and at each request reads only the entries since
+(and the rest of the day of an instant that is not a local midnight), after checking in the
+same statement that no entry was added to a remembered day; the first request sums the
+history once (see "the shop's closed days, remembered" below). Aging reads the active lots
+every time, from ``ix_credit_lots_shop_active`` alone.
 
 A report is several statements: read it in one snapshot (REPEATABLE READ), as the API does,
 or an entry committed between two of them may be on one side of the roll-forward only.
@@ -58,11 +62,14 @@ from __future__ import annotations
 import csv
 import io
 import threading
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import pairwise
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -215,16 +222,23 @@ class _Scope:
             return True  # no history: both sides are empty
         return at - self.first_entry < self.last_entry - at
 
-    def entries(self, since: datetime | None = None, until: datetime | None = None) -> FromClause:
+    def entries(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        balances: bool = False,
+    ) -> FromClause:
         """The shop's entries for a query reading times from ``since`` to ``until`` (None:
         unbounded; either bound may be inclusive): the hot table, or, when that range reaches
         the archived entries' times, the UNION ALL of the hot and the archived entries'
-        ``_SUMMED`` columns (each side of it filtered to this shop, and PostgreSQL pushes the
-        query's time range into both)."""
+        ``_SUMMED`` columns, and ``balance_after`` too when ``balances`` (each side of it
+        filtered to this shop, and PostgreSQL pushes the query's time range into both)."""
         if not self.reaches_archive(since, until):
             return _HOT
+        names = (*_SUMMED, "balance_after") if balances else _SUMMED
         hot, archived = (
-            select(*(table.c[name] for name in _SUMMED)).where(table.c.shop_id == self.shop_id)
+            select(*(table.c[name] for name in names)).where(table.c.shop_id == self.shop_id)
             for table in (_HOT, _ARCHIVE)
         )
         return union_all(hot, archived).subquery("entries")
@@ -287,6 +301,11 @@ def _utc(value: datetime | str | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _postgresql(session: Session) -> bool:
+    """Whether the session reads PostgreSQL (where the closed days are remembered)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _require_aware(*instants: datetime) -> None:
     for instant in instants:
         if instant.tzinfo is None:
@@ -317,11 +336,39 @@ def liability_as_of(session: Session, shop_id: int, as_of: datetime) -> list[dic
     counts the accounts whose balance at that instant was not zero.
     """
     _require_aware(as_of)
-    return _liability_json(session, _scope(session, shop_id), as_of)
+    scope = _scope(session, shop_id)
+    if _postgresql(session) and _before_last_entry(scope, as_of):
+        tails = _tails(
+            session, scope, [as_of + _MICROSECOND], reference=scope.last_entry, holders=True
+        )
+        return _liability_json(_liability_of(scope, tails.at(as_of + _MICROSECOND)))
+    return _liability_json(_liability_at(session, scope, as_of))
 
 
-def _liability_json(session: Session, scope: _Scope, as_of: datetime) -> list[dict[str, Any]]:
-    totals = _liability_at(session, scope, as_of)
+def _before_last_entry(scope: _Scope, instant: datetime) -> bool:
+    """Whether an entry of the shop was created after ``instant`` (else the cached balances
+    are the liability at it)."""
+    return scope.last_entry is not None and instant < scope.last_entry
+
+
+def _liability_of(scope: _Scope, tail: _Sums) -> dict[str, _Liability]:
+    """The liability just before the instant whose tail this is: the cached balances less
+    what moved since, and the accounts holding a balance now less the change since."""
+    totals = {currency: _Liability() for currency in scope.currencies}
+    for currency in {*scope.currencies, *tail}:
+        moved = tail.get(currency, [0] * _WIDTH)
+        totals[currency] = _Liability(
+            scope.balances.get(currency, 0) - sum(moved[:_HOLDERS]),
+            scope.holders.get(currency, 0) - moved[_HOLDERS],
+        )
+    return totals
+
+
+def _balances_before(scope: _Scope, tail: _Sums) -> dict[str, int]:
+    return {currency: total.amount for currency, total in _liability_of(scope, tail).items()}
+
+
+def _liability_json(totals: Mapping[str, _Liability]) -> list[dict[str, Any]]:
     return [
         {
             "currency": currency,
@@ -494,6 +541,10 @@ def roll_forward_figures(
     """``roll_forward`` in minor units, as ``RollForward`` rows."""
     _require_period(start, end)
     scope = _scope(session, shop_id)
+    if _postgresql(session):
+        return _remembered_roll_forward(
+            scope, _tails(session, scope, [start, end], reference=scope.last_entry), start, end
+        )
     return _roll_forward(session, scope, start, end, _movements(session, scope, start, end))
 
 
@@ -507,6 +558,30 @@ def _roll_forward(
     """Opening and closing from balances at the period's bounds; ``movements`` (per currency
     and kind, raw signed sums of the period's entries) summed independently by the caller."""
     opening, closing = _liabilities_before(session, scope, [start, end])
+    return _roll_forward_rows(opening, closing, movements)
+
+
+def _remembered_roll_forward(
+    scope: _Scope, tails: _Tails | _NoEntries, start: datetime, end: datetime
+) -> list[RollForward]:
+    """The roll-forward from the tails at the period's bounds: opening and closing are the
+    cached balances less each tail, the movements the tails' difference."""
+    at_start, at_end = tails.at(start), tails.at(end)
+    movements = {
+        (currency, kind): sums[column]
+        for currency, sums in _subtracted(at_start, at_end).items()
+        for kind, column in _INDEX_OF_KIND.items()
+    }
+    return _roll_forward_rows(
+        _balances_before(scope, at_start), _balances_before(scope, at_end), movements
+    )
+
+
+def _roll_forward_rows(
+    opening: Mapping[str, int],
+    closing: Mapping[str, int],
+    movements: Mapping[tuple[str, str], int],
+) -> list[RollForward]:
     currencies = sorted({*opening, *closing, *(currency for currency, _ in movements)})
     rows = []
     for currency in currencies:
@@ -720,6 +795,10 @@ def breakage(
     """
     _require_period(start, end)
     scope = _scope(session, shop_id)
+    if _postgresql(session):
+        wanted = [start, end, *_month_starts(start, end, scope.zone)]
+        tails = _tails(session, scope, wanted, reference=scope.last_entry)
+        return _remembered_breakage(tails, scope, start, end)
     daily = _daily_sums(session, scope, start, end, kinds=_BREAKAGE_KINDS)
     return _breakage(daily, scope, start, end)
 
@@ -730,7 +809,6 @@ _BREAKAGE_KINDS = (EntryKind.EXPIRE, EntryKind.ISSUE, EntryKind.REFUND_CREDIT)
 def _breakage(
     daily: _DailySums, scope: _Scope, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
-    months = _months(start, end, scope.zone)
     expired: dict[tuple[str, str], int] = defaultdict(int)
     credited: dict[tuple[str, str], int] = defaultdict(int)
     for (day, currency, kind), amount in daily.sums.items():
@@ -739,14 +817,58 @@ def _breakage(
             expired[currency, month] -= amount
         elif kind in (EntryKind.ISSUE, EntryKind.REFUND_CREDIT):
             credited[currency, month] += amount
+    currencies = {*scope.currencies, *daily.currencies()}
+    return _breakage_rows(currencies, _months(start, end, scope.zone), expired, credited)
+
+
+def _remembered_breakage(
+    tails: _Tails | _NoEntries, scope: _Scope, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Breakage from the tails at the period's bounds and the local months' starts in it."""
+    bounds = [start, *_month_starts(start, end, scope.zone), end] if start < end else []
+    expired: dict[tuple[str, str], int] = defaultdict(int)
+    credited: dict[tuple[str, str], int] = defaultdict(int)
+    currencies = set(scope.currencies)
+    for month_start, month_end in pairwise(bounds):
+        local = month_start.astimezone(scope.zone)
+        month = f"{local.year:04d}-{local.month:02d}"
+        for currency, sums in tails.between(month_start, month_end).items():
+            currencies.add(currency)
+            expired[currency, month] -= sums[_INDEX_OF_KIND[EntryKind.EXPIRE.value]]
+            for kind in (EntryKind.ISSUE, EntryKind.REFUND_CREDIT):
+                credited[currency, month] += sums[_INDEX_OF_KIND[kind.value]]
+    return _breakage_rows(currencies, _months(start, end, scope.zone), expired, credited)
+
+
+def _month_starts(start: datetime, end: datetime, zone: ZoneInfo) -> list[datetime]:
+    """The local midnights beginning a month strictly inside (start, end)."""
+    starts: list[datetime] = []
+    month = start.astimezone(zone).date().replace(day=1)
+    while True:
+        month = (month + timedelta(days=32)).replace(day=1)
+        midnight = local_midnight(month, zone)
+        if midnight >= end:
+            return starts
+        starts.append(midnight)
+
+
+def _breakage_rows(
+    currencies: Iterable[str],
+    months: list[str],
+    expired: Mapping[tuple[str, str], int],
+    credited: Mapping[tuple[str, str], int],
+) -> list[dict[str, Any]]:
     rows = []
-    for currency in sorted({*scope.currencies, *daily.currencies()}):
+    for currency in sorted(currencies):
         per_month = [
-            _breakage_figures(currency, expired[currency, m], credited[currency, m]) | {"month": m}
+            _breakage_figures(
+                currency, expired.get((currency, m), 0), credited.get((currency, m), 0)
+            )
+            | {"month": m}
             for m in months
         ]
-        total_expired = sum(expired[currency, m] for m in months)
-        total_credited = sum(credited[currency, m] for m in months)
+        total_expired = sum(expired.get((currency, m), 0) for m in months)
+        total_credited = sum(credited.get((currency, m), 0) for m in months)
         rows.append(
             {"currency": currency}
             | _breakage_figures(currency, total_expired, total_credited)
@@ -790,7 +912,8 @@ def liability_report(
     session: Session, shop_id: int, *, as_of: datetime, start: datetime, end: datetime
 ) -> dict[str, Any]:
     """Liability at ``as_of``, and roll-forward, aging (from ``as_of``) and breakage for
-    [start, end). The period's entries are read once, by local day, for both the roll-forward's
+    [start, end). The entries are read once for all of them: on PostgreSQL those since the
+    remembered days; on SQLite the period's, by local day, for both the roll-forward's
     movements and breakage's months.
 
     ``{"as_of", "from", "to", "liability": [...], "roll_forward": [...], "aging": [...],
@@ -805,16 +928,45 @@ def _report(
     session: Session, shop_id: int, as_of: datetime, start: datetime, end: datetime
 ) -> dict[str, Any]:
     scope = _scope(session, shop_id)
+    if _postgresql(session):
+        return _remembered_report(session, scope, as_of, start, end)
     daily = _daily_sums(session, scope, start, end)
     figures = _roll_forward(session, scope, start, end, daily.by_kind())
     return {
         "as_of": iso(as_of),
         "from": iso(start),
         "to": iso(end),
-        "liability": _liability_json(session, scope, as_of),
+        "liability": _liability_json(_liability_at(session, scope, as_of)),
         "roll_forward": [row.to_json() for row in figures],
         "aging": _aging(session, scope, as_of),
         "breakage": _breakage(daily, scope, start, end),
+    }
+
+
+def _remembered_report(
+    session: Session, scope: _Scope, as_of: datetime, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """The report from one read of the entries since the remembered days (PostgreSQL)."""
+    past = _before_last_entry(scope, as_of)
+    wanted = [start, end, *_month_starts(start, end, scope.zone)]
+    if past:
+        wanted.append(as_of + _MICROSECOND)
+    tails = _tails(session, scope, wanted, reference=scope.last_entry, holders=past)
+    liability = (
+        _liability_of(scope, tails.at(as_of + _MICROSECOND))
+        if past
+        else _liability_at(session, scope, as_of)  # the cached balances: no statement
+    )
+    return {
+        "as_of": iso(as_of),
+        "from": iso(start),
+        "to": iso(end),
+        "liability": _liability_json(liability),
+        "roll_forward": [
+            row.to_json() for row in _remembered_roll_forward(scope, tails, start, end)
+        ],
+        "aging": _aging(session, scope, as_of),
+        "breakage": _remembered_breakage(tails, scope, start, end),
     }
 
 
@@ -881,9 +1033,10 @@ def dashboard(session: Session, shop_id: int, now: datetime) -> dict[str, Any]:
     """
     _require_aware(now)
     scope = _scope(session, shop_id)
+    liability, activity = _liability_and_activity(session, scope, now)
     return {
-        "liability": _liability_json(session, scope, now),
-        "activity": _activity(session, scope, now),
+        "liability": _liability_json(liability),
+        "activity": activity,
         "expiring_soon": _expiring_soon(session, scope, now),
         "open_findings": _count(
             session,
@@ -901,16 +1054,38 @@ def dashboard(session: Session, shop_id: int, now: datetime) -> dict[str, Any]:
     }
 
 
-def _activity(session: Session, scope: _Scope, now: datetime) -> dict[str, Any]:
+def _liability_and_activity(
+    session: Session, scope: _Scope, now: datetime
+) -> tuple[dict[str, _Liability], dict[str, Any]]:
+    """The liability at ``now`` and the chart of the 30 local days up to it (both including
+    ``now``): on PostgreSQL from the remembered days and one read of the entries since."""
     today = now.astimezone(scope.zone).date()
     first = today - timedelta(days=DASHBOARD_DAYS - 1)
-    if session.get_bind().dialect.name == "postgresql":
-        daily = _remembered_activity(session, scope, first, now)
-    else:
+    past = _before_last_entry(scope, now)
+    if not _postgresql(session):
         kinds = [kind for kind, _ in _ACTIVITY.values()]
         start = local_midnight(first, scope.zone)
         # Up to and including now, as the liability beside it.
-        daily = _daily_sums(session, scope, start, now + timedelta(microseconds=1), kinds=kinds)
+        daily = _daily_sums(session, scope, start, now + _MICROSECOND, kinds=kinds)
+        return _liability_at(session, scope, now), _activity(scope, first, today, daily)
+    bounds = [local_midnight(day, scope.zone) for day in _days(first, today)]
+    bounds.append(now + _MICROSECOND)
+    tails = _tails(session, scope, bounds, reference=now, holders=past, first=first)
+    daily = _DailySums()
+    charted = [kind.value for kind, _ in _ACTIVITY.values()]
+    for day, (start, end) in zip(_days(first, today), pairwise(bounds), strict=True):
+        for currency, sums in tails.between(start, end).items():
+            for kind in charted:
+                daily.sums[day, currency, kind] += sums[_INDEX_OF_KIND[kind]]
+    liability = (
+        _liability_of(scope, tails.at(now + _MICROSECOND))
+        if past
+        else _liability_at(session, scope, now)  # the cached balances: no statement
+    )
+    return liability, _activity(scope, first, today, daily)
+
+
+def _activity(scope: _Scope, first: date, today: date, daily: _DailySums) -> dict[str, Any]:
     days = [
         {"date": day.isoformat(), "currency": currency}
         | {
@@ -923,13 +1098,21 @@ def _activity(session: Session, scope: _Scope, now: datetime) -> dict[str, Any]:
     return {"from": first.isoformat(), "to": today.isoformat(), "days": days}
 
 
-# -- the dashboard's closed days, remembered --------------------------------------------------
+# -- the shop's closed days, remembered (PostgreSQL) -----------------------------------------
 #
-# The chart's 30 days hold a month of the shop's entries (on the bench's shop, 144,000: summing
-# them is most of the dashboard's time), yet only today's change from one request to the next.
-# So each process remembers, per shop, the sums of the closed days (before today's local
-# midnight) and reads only the entries since; and it knows whether the days it remembers are
-# still right without reading them again:
+# Summing a year of entries for a report, or a month for the dashboard's chart, reads hundreds
+# of thousands of index entries (on the bench's shop, a year is 850,000: a third of a second),
+# yet from one request to the next only today's entries are new. So each process remembers,
+# per shop, the running sums of its closed local days (per currency: one column per entry
+# kind, and the change in how many accounts hold a balance), and a figure for any instant is
+# the remembered days plus the entries read raw: those since the remembered end, and, for an
+# instant that is not a local midnight, the rest of its day. Every figure is a *tail*: per
+# currency, the sums of the entries created at or after an instant. Movements of [a, b) are
+# tail(a) − tail(b); a balance just before t is the cached balances − tail(t) (see "balances
+# at an instant" above); the accounts holding a balance then are those holding one now less
+# the change since.
+#
+# The memory knows whether the days it holds are still right without reading them again:
 #
 #   ``written``: Σ credit_accounts.last_sequence of the shop = how many entries it ever wrote
 #   (hot or archived: archiving moves entries, erasure deletes the accounts with them);
@@ -937,114 +1120,294 @@ def _activity(session: Session, scope: _Scope, now: datetime) -> dict[str, Any]:
 #   or after the remembered days' end.
 #
 # Both are read with the remembered sums, and again with each later read, each time in the
-# same statement (one snapshot). Entries are never deleted but with their shop, so if
-# ``written`` grew by exactly as much as ``since`` did, every entry written in between was
-# created at or after the end: none was added to a remembered day (a transaction committed
-# late, or a backdated entry). Otherwise the remembered days are dropped and the whole month
-# is summed again. Archiving changes neither count, nor any day's sums.
+# same statement (one snapshot). Entries are never deleted but with their accounts, so if
+# ``written`` grew by exactly as much as ``since`` did, every entry written (or erased) in
+# between was created at or after the end: none was added to a remembered day (a transaction
+# committed late, or a backdated entry). Otherwise the remembered days are dropped and summed
+# again. Archiving changes neither count, nor any day's sums; a new shop time zone makes other
+# days, so the memory is dropped too.
+#
+# A day is closed once it ended _SETTLING before the latest instant known (the dashboard's
+# now; a report's latest entry), which keeps a transaction still committing around midnight
+# from invalidating the memory. The first read in a process sums once what nothing remembered
+# covers: the dashboard its month; a report the shop's whole history (on the bench's shop, a
+# sequential read of its million entries, 0.6 s when the machine is quiet), after which every
+# report and dashboard of that shop reads the entries since its last closed day only.
+
+_KIND_COLUMNS = tuple(kind.value for kind in EntryKind)
+_INDEX_OF_KIND = {kind: index for index, kind in enumerate(_KIND_COLUMNS)}
+# After the kinds' columns: how many more accounts hold a nonzero balance (per currency).
+_HOLDERS = len(_KIND_COLUMNS)
+_WIDTH = _HOLDERS + 1
+_SETTLING = timedelta(minutes=10)
+_MICROSECOND = timedelta(microseconds=1)
+
+_Sums = dict[str, list[int]]  # per currency, _WIDTH sums
 
 
 @dataclass(frozen=True)
-class _Remembered:
-    """One shop's activity sums of closed local days ``[first, end)``, and its counts then."""
+class _History:
+    """One shop's closed local days, from the local midnight ``midnights[0]`` to ``end``.
+
+    ``running[currency]`` holds, for each midnight ``i`` of ``midnights``, the running sums of
+    the entries created from ``midnights[0]`` until it (row ``i``: ``_WIDTH`` numbers), so the
+    sums of days ``[i, j)`` are row ``j`` − row ``i``. ``from_start``: no entry of the shop was
+    created before ``midnights[0]``. ``holders``: the holders' column is summed (it reads each
+    entry's balance from the table, not from the index alone)."""
 
     zone: str
-    first: date
-    end: datetime  # the local midnight ending the last day held, as a UTC instant
-    sums: Mapping[tuple[date, str, str], int]  # (day, currency, kind) → signed sum
+    midnights: tuple[datetime, ...]
+    running: Mapping[str, array[int]]
+    from_start: bool
+    holders: bool
     written: int
     since: int
 
+    @property
+    def end(self) -> datetime:
+        return self.midnights[-1]
+
+    @property
+    def cells(self) -> int:
+        return sum(len(sums) for sums in self.running.values())
+
+    def between(self, first: int, last: int) -> _Sums:
+        """The sums of the days from midnight ``first`` to midnight ``last``."""
+        lo, hi = first * _WIDTH, last * _WIDTH
+        return {
+            currency: [
+                b - a for a, b in zip(sums[lo : lo + _WIDTH], sums[hi : hi + _WIDTH], strict=True)
+            ]
+            for currency, sums in self.running.items()
+        }
+
+    def starts_a_day(self, instant: datetime) -> bool:
+        index = bisect_right(self.midnights, instant) - 1
+        return index >= 0 and self.midnights[index] == instant
+
+    def usable(self, zone: ZoneInfo, lowest: datetime, holders: bool) -> bool:
+        """Whether tails at instants from ``lowest`` on can be taken from these days."""
+        return (
+            self.zone == zone.key
+            and (self.from_start or self.midnights[0] <= lowest)
+            and (self.holders or not holders)
+        )
+
 
 class _ClosedDays:
-    """The remembered closed days, per (database, shop): the most recently used few."""
+    """The remembered histories per (database, shop): the most recently used, up to a number
+    of sums in all (8 bytes each)."""
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._held: OrderedDict[tuple[str, int], _Remembered] = OrderedDict()
+    def __init__(self, cells: int) -> None:
+        self._cells = cells
+        self._held: OrderedDict[tuple[str, int], _History] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> _Remembered | None:
+    def get(self, key: tuple[str, int]) -> _History | None:
         with self._lock:
             found = self._held.get(key)
             if found is not None:
                 self._held.move_to_end(key)
             return found
 
-    def put(self, key: tuple[str, int], remembered: _Remembered) -> None:
+    def put(self, key: tuple[str, int], history: _History) -> None:
         with self._lock:
-            self._held[key] = remembered
+            self._held[key] = history
             self._held.move_to_end(key)
-            while len(self._held) > self._size:
-                self._held.popitem(last=False)
+            total = sum(held.cells for held in self._held.values())
+            while total > self._cells and len(self._held) > 1:
+                _, dropped = self._held.popitem(last=False)
+                total -= dropped.cells
 
 
-# A shop's 29 closed days are a few hundred small numbers (tens of kB with one currency):
-# the 256 shops whose dashboards were opened last, per process.
-_CLOSED_DAYS = _ClosedDays(size=256)
+# Two years of a shop's days in three currencies are about 20,000 sums (160 kB): some 200 such
+# shops, or many more smaller ones, per process.
+_CLOSED_DAYS = _ClosedDays(cells=4_000_000)
 
 
 @dataclass
 class _Live:
-    """What one read of the entries since ``days[0]`` found: the chart kinds' sums by day up to
-    now, the shop's ``written`` count, and the entries created since each day began."""
+    """One read of the shop's entries created since ``bounds[0]``: per bucket ``b`` (from
+    ``bounds[b]`` to ``bounds[b + 1]``, the last one open) the sums per currency and how many
+    entries there were; and the shop's ``written`` count, read in the same statement."""
 
-    days: list[date]
-    sums: dict[tuple[date, str, str], int]
+    bounds: list[datetime]
+    sums: list[_Sums]
+    created: list[int]
     written: int
-    created: list[int]  # per day of ``days`` (after now: counted in the last day)
+    _tails: list[_Sums] = field(default_factory=list)
 
-    def since(self, day: date) -> int:
-        return sum(self.created[self.days.index(day) :])
+    def tail(self, bound: int) -> _Sums:
+        """The sums of the buckets from ``bounds[bound]`` on."""
+        if not self._tails:
+            running: _Sums = {}
+            tails = []
+            for sums in reversed(self.sums):
+                running = _added(running, sums)
+                tails.append(running)
+            self._tails = tails[::-1]
+        return self._tails[bound] if bound < len(self._tails) else {}
+
+    def tail_at(self, instant: datetime) -> _Sums:
+        return self.tail(bisect_left(self.bounds, instant))
+
+    def created_from(self, bound: int) -> int:
+        return sum(self.created[bound:])
 
 
-def _remembered_activity(session: Session, scope: _Scope, first: date, now: datetime) -> _DailySums:
-    """The chart's sums for ``first`` through today up to ``now`` (PostgreSQL), from the
-    remembered closed days and the entries since, or from the whole month."""
-    today = now.astimezone(scope.zone).date()
-    today_start = local_midnight(today, scope.zone)
+@dataclass(frozen=True)
+class _Tails:
+    """Tails at the instants a figure asked for: the remembered days before the live read, the
+    live read, and the rest of the day of each instant inside the remembered days that is not
+    a midnight."""
+
+    held: _History
+    live: _Live
+    partial: Mapping[datetime, _Sums]
+
+    def at(self, instant: datetime) -> _Sums:
+        """Per currency, the sums of the entries created at or after ``instant``."""
+        live = self.live
+        if instant >= live.bounds[0]:
+            return live.tail_at(instant)
+        held, after = self.held, live.tail(0)
+        index = bisect_right(held.midnights, instant) - 1
+        if index < 0:  # before the first day held: nothing is (from_start)
+            return _added(held.between(0, len(held.midnights) - 1), after)
+        last = len(held.midnights) - 1
+        if held.midnights[index] == instant:
+            return _added(held.between(index, last), after)
+        rest_of_day = self.partial[instant]
+        return _added(_added(held.between(index + 1, last), rest_of_day), after)
+
+    def between(self, start: datetime, end: datetime) -> _Sums:
+        """Per currency, the sums of the entries created in [start, end)."""
+        return _subtracted(self.at(start), self.at(end))
+
+
+def _added(a: _Sums, b: _Sums) -> _Sums:
+    out = {currency: list(sums) for currency, sums in a.items()}
+    for currency, sums in b.items():
+        into = out.setdefault(currency, [0] * _WIDTH)
+        for column, amount in enumerate(sums):
+            into[column] += amount
+    return out
+
+
+def _subtracted(a: _Sums, b: _Sums) -> _Sums:
+    return _added(a, {currency: [-amount for amount in sums] for currency, sums in b.items()})
+
+
+class _NoEntries:
+    """The tails of a shop without entries: nothing at any instant."""
+
+    def at(self, instant: datetime) -> _Sums:
+        return {}
+
+    def between(self, start: datetime, end: datetime) -> _Sums:
+        return {}
+
+
+def _tails(
+    session: Session,
+    scope: _Scope,
+    wanted: Iterable[datetime],
+    *,
+    reference: datetime | None,
+    holders: bool = False,
+    first: date | None = None,
+) -> _Tails | _NoEntries:
+    """Tails at every instant of ``wanted``, from the remembered days and one read of the
+    entries since (PostgreSQL).
+
+    ``reference``: the latest instant known (days ending ``_SETTLING`` before it may be
+    remembered). ``holders``: the holders' column is wanted. ``first``: when nothing usable is
+    remembered, the first local day to sum from (the dashboard's month); None sums the whole
+    history.
+    """
+    if scope.first_entry is None or reference is None:
+        return _NoEntries()
+    wanted = sorted(set(wanted))
+    zone = scope.zone
+    close_to = local_midnight((reference - _SETTLING).astimezone(zone).date(), zone)
     bind = session.get_bind()
     key = (bind.engine.url.render_as_string(hide_password=True), scope.shop_id)
     held = _CLOSED_DAYS.get(key)
-    usable = (
-        held is not None
-        and held.zone == scope.zone.key
-        and held.first <= first
-        and local_midnight(first, scope.zone) < held.end <= today_start
-    )
     live: _Live | None = None
-    if held is not None and usable:
-        live = _live_activity(session, scope, held.end.astimezone(scope.zone).date(), today, now)
-        if live.written - held.written != live.since(live.days[0]) - held.since:
-            live = None  # an entry was added to a remembered day: sum the month again
-    daily = _DailySums()
-    if live is not None and held is not None:
-        for (day, currency, kind), amount in held.sums.items():
-            if day >= first:
-                daily.sums[day, currency, kind] += amount
-    else:
-        live = _live_activity(session, scope, first, today, now)
-    for key_, amount in live.sums.items():
-        daily.sums[key_] += amount
-    closed = {k: v for k, v in daily.sums.items() if k[0] < today}
-    _CLOSED_DAYS.put(
-        key,
-        _Remembered(scope.zone.key, first, today_start, closed, live.written, live.since(today)),
-    )
-    return daily
+    if held is not None and held.usable(zone, wanted[0], holders):
+        bounds, midnights = _live_bounds(held.end, close_to, wanted, zone)
+        live = _read_since(
+            session, scope, bounds, holders=held.holders and (holders or bool(midnights))
+        )
+        if live.written - held.written != live.created_from(0) - held.since:
+            live = None  # an entry was added to a remembered day: sum them again
+    if held is None or live is None:
+        month = None if holders else first  # the holders' column is summed from the start
+        begin, from_start = _first_read_from(scope.first_entry, wanted[0], close_to, zone, month)
+        held = _History(zone.key, (begin,), {}, from_start, from_start, written=0, since=0)
+        bounds, midnights = _live_bounds(held.end, close_to, wanted, zone)
+        live = _read_since(session, scope, bounds, holders=held.holders)
+    partial = {
+        instant: _rest_of_day(session, scope, held, instant, holders=holders)
+        for instant in wanted
+        if held.midnights[0] < instant < held.end and not held.starts_a_day(instant)
+    }
+    _CLOSED_DAYS.put(key, _extended(held, live, midnights))
+    return _Tails(held, live, partial)
 
 
-def _live_activity(
-    session: Session, scope: _Scope, first: date, today: date, now: datetime
-) -> _Live:
+def _first_read_from(
+    first_entry: datetime,
+    lowest: datetime,
+    close_to: datetime,
+    zone: ZoneInfo,
+    first: date | None,
+) -> tuple[datetime, bool]:
+    """Where a read with nothing remembered begins, and whether that is the shop's start:
+    ``first``'s midnight when given and no instant asked for lies before it, else the local
+    midnight of the shop's first entry (or of ``close_to``, if earlier). A read from the start
+    sums the holders' column too (the dashboard's month needs none)."""
+    if first is not None and lowest >= local_midnight(first, zone):
+        return min(local_midnight(first, zone), close_to), False
+    return local_midnight(min(first_entry, close_to).astimezone(zone).date(), zone), True
+
+
+def _live_bounds(
+    since: datetime, close_to: datetime, wanted: list[datetime], zone: ZoneInfo
+) -> tuple[list[datetime], list[datetime]]:
+    """The bounds of a read from ``since`` (a local midnight): the local midnights up to
+    ``close_to`` (the days it may add to the memory, also returned) and the instants asked
+    for after ``since``."""
+    midnights = []
+    day = since.astimezone(zone).date() + timedelta(days=1)
+    while (midnight := local_midnight(day, zone)) <= close_to:
+        midnights.append(midnight)
+        day += timedelta(days=1)
+    bounds = sorted({since, *midnights, *(instant for instant in wanted if instant > since)})
+    return bounds, midnights
+
+
+def _holders_change(entries: Any) -> Any:
+    """+1 for an entry that gave its account a balance, −1 for one that emptied it: summed up
+    to an instant, how many accounts held a nonzero balance then (an account's entries follow
+    each other in time, so its last one up to the instant holds its balance)."""
+    gave = case((entries.balance_after != 0, 1), else_=0)
+    had = case((entries.balance_after - entries.amount != 0, 1), else_=0)
+    return gave - had
+
+
+def _summed_columns(entries: Any, holders: bool) -> list[Any]:
+    columns = [func.sum(entries.amount).label("amount")]
+    if holders:
+        columns.append(func.sum(_holders_change(entries)).label("holders"))
+    return columns
+
+
+def _read_since(session: Session, scope: _Scope, bounds: list[datetime], *, holders: bool) -> _Live:
     """One statement (one snapshot): the shop's ``written`` count, and its entries created
-    since ``first`` began, summed per local day (up to ``now``), currency and kind, and
-    counted per day."""
-    days = _days(first, today)
-    # width_bucket among these bounds: bucket n (1-based) is the n-th day, the last day's
-    # ending at now (inclusive), and one more for anything created after now.
-    bounds = [local_midnight(day, scope.zone) for day in days] + [now + timedelta(microseconds=1)]
-    source = scope.entries(bounds[0], None)
+    since ``bounds[0]`` summed per bucket among ``bounds`` (``width_bucket``: a binary search
+    over a constant array), currency and kind, and counted."""
+    source = scope.entries(bounds[0], None, balances=holders)
     entries = source.c
     bucket = func.width_bucket(
         entries.created_at, bindparam("bounds", bounds, type_=ARRAY(DateTime(timezone=True)))
@@ -1054,8 +1417,8 @@ def _live_activity(
             bucket.label("bucket"),
             CreditAccount.currency.label("currency"),
             entries.kind.label("kind"),
-            func.sum(entries.amount).label("amount"),
             func.count().label("created"),
+            *_summed_columns(entries, holders),
         )
         .select_from(source)
         .join(CreditAccount, CreditAccount.id == entries.account_id)
@@ -1069,25 +1432,79 @@ def _live_activity(
         .scalar_subquery()
     )
     one = select(literal(1).label("one")).subquery()
+    summed = [groups.c.amount, *([groups.c.holders] if holders else [])]
     stmt = select(
-        written,
-        groups.c.bucket,
-        groups.c.currency,
-        groups.c.kind,
-        groups.c.amount,
-        groups.c.created,
+        written, groups.c.bucket, groups.c.currency, groups.c.kind, groups.c.created, *summed
     ).select_from(one.outerjoin(groups, true()))
-    live = _Live(days=days, sums=defaultdict(int), written=0, created=[0] * len(days))
-    charted = {kind.value for kind, _ in _ACTIVITY.values()}
-    for total, number, currency, kind, amount, created in _rows(session, stmt):
+    live = _Live(bounds, [{} for _ in bounds], [0] * len(bounds), written=0)
+    for total, number, currency, kind, created, *amounts in _rows(session, stmt):
         live.written = int(total)
         if number is None:
-            continue  # no entry since ``first``
-        index = min(number, len(days)) - 1  # after now: counted in the last day, not charted
+            continue  # no entry since bounds[0]
+        index = number - 1  # width_bucket counts from 1
         live.created[index] += int(created)
-        if number <= len(days) and kind in charted:
-            live.sums[days[index], currency, kind] += int(amount)
+        _add_sums(live.sums[index], currency, kind, amounts)
     return live
+
+
+def _rest_of_day(
+    session: Session, scope: _Scope, held: _History, instant: datetime, *, holders: bool
+) -> _Sums:
+    """The sums of the entries from ``instant`` to the end of its local day (inside the
+    remembered days)."""
+    day_end = held.midnights[bisect_right(held.midnights, instant)]
+    source = scope.entries(instant, day_end, balances=holders)
+    entries = source.c
+    stmt = (
+        select(CreditAccount.currency, entries.kind, *_summed_columns(entries, holders))
+        .select_from(source)
+        .join(CreditAccount, CreditAccount.id == entries.account_id)
+        .where(
+            entries.shop_id == scope.shop_id,
+            entries.created_at >= instant,
+            entries.created_at < day_end,
+        )
+        .group_by(CreditAccount.currency, entries.kind)
+    )
+    sums: _Sums = {}
+    for currency, kind, *amounts in _rows(session, stmt):
+        _add_sums(sums, currency, kind, amounts)
+    return sums
+
+
+def _add_sums(into: _Sums, currency: str, kind: str, amounts: list[Any]) -> None:
+    row = into.setdefault(currency, [0] * _WIDTH)
+    row[_INDEX_OF_KIND[kind]] += int(amounts[0])
+    if len(amounts) > 1:
+        row[_HOLDERS] += int(amounts[1])
+
+
+def _extended(held: _History, live: _Live, midnights: list[datetime]) -> _History:
+    """``held`` with the days the live read covered whole up to the last of ``midnights``
+    added, and the counts of that read."""
+    days = [held.end, *midnights]
+    index = [live.bounds.index(midnight) for midnight in days]
+    running: dict[str, array[int]] = {}
+    currencies = {*held.running, *(c for sums in live.sums[: index[-1]] for c in sums)}
+    for currency in currencies:
+        rows = array(
+            "q", held.running.get(currency, array("q", [0] * len(held.midnights) * _WIDTH))
+        )
+        last = list(rows[-_WIDTH:])
+        for lo, hi in pairwise(index):
+            for sums in live.sums[lo:hi]:
+                last = [a + b for a, b in zip(last, sums.get(currency, [0] * _WIDTH), strict=True)]
+            rows.extend(last)
+        running[currency] = rows
+    return _History(
+        zone=held.zone,
+        midnights=(*held.midnights, *midnights),
+        running=running,
+        from_start=held.from_start,
+        holders=held.holders,
+        written=live.written,
+        since=live.created_from(index[-1]),
+    )
 
 
 def _expiring_soon(session: Session, scope: _Scope, now: datetime) -> list[dict[str, Any]]:

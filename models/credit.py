@@ -91,6 +91,16 @@ class CreditLot(Base):
             postgresql_where=text("status = 'active' AND expires_at IS NOT NULL"),
             sqlite_where=text("status = 'active' AND expires_at IS NOT NULL"),
         ),
+        # The liability report's aging sums a shop's active lots by expiry from the index
+        # alone (covering on PostgreSQL; see ledger/reports.py).
+        Index(
+            "ix_credit_lots_shop_active",
+            "shop_id",
+            "expires_at",
+            postgresql_include=["account_id", "remaining"],
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

@@ -55,7 +55,10 @@ def figures(
     periods: list[tuple[Any, Any]],
     nows: list[Any],
 ) -> dict[str, Any]:
-    """Every figure the reports give for these instants, periods and dashboard times."""
+    """Every figure the reports give for these instants, periods and dashboard times, from
+    nothing remembered (so that the figures after archiving are read from both tables, not
+    from days remembered before)."""
+    reports._CLOSED_DAYS._held.clear()
     scope = reports._scope(session, shop_id)
     sides = {
         forward: (
