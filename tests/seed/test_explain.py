@@ -14,8 +14,9 @@ statement (psycopg prepares a statement on its fifth use) switches to a generic 
 that plan is estimated no costlier than the custom ones, so a scan the custom plans avoid stays
 avoided.
 
-The liability report's routes are the exception (``READS_MOST_OF_THE_LEDGER``): they add up
-most of the shop's entries by design, which a sequential scan does as well as any index.
+The liability report's routes are the exception (``READS_MOST_OF_THE_LEDGER``): the first
+report in a process sums the shop's whole history once (later ones read only what came since
+the remembered closed days), which a sequential scan does as well as any index.
 
 The shop is committed, then VACUUM ANALYZEd (statistics and a visibility map, as autovacuum
 leaves a table: without a visibility map an index-only scan is costed as heap reads), and is
@@ -61,11 +62,10 @@ _WATCHED = re.compile(r"\b(" + "|".join(WATCHED) + r")\b")
 _READ = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 STAFF = "8410000077"
-# Routes whose reads need most of the shop's entries by design: the liability report sums every
-# entry after its as-of date and every entry of its period (ledger/reports.py), so PostgreSQL
-# rightly picks a sequential scan once that is most of the table, and no index can make such
-# a read cheap (bench/pages.py times them). Reported; a route leaves this set when it reads a
-# summary instead of the entries.
+# Routes whose reads need most of the shop's entries by design: a process's first liability
+# report sums the shop's whole history into its memory of closed days (ledger/reports.py), so
+# PostgreSQL rightly picks a sequential scan, and no index can make such a read cheap
+# (bench/pages.py times the warm reports, which read only what came since).
 READS_MOST_OF_THE_LEDGER = {"/api/liability", "/api/liability.csv", "/app/liability"}
 
 
