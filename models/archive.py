@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId
+from models.ledger_entry import EntryColumns
 
 
-class LedgerEntryArchive(Base):
+class LedgerEntryArchive(EntryColumns, Base):
     """A ``ledger_entries`` row, unchanged, and when it moved here."""
 
     __tablename__ = "ledger_entries_archive"
@@ -57,29 +57,10 @@ class LedgerEntryArchive(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("credit_accounts.id"))
-    sequence: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(16))
-    amount: Mapped[int] = mapped_column(BigInteger)
-    balance_before: Mapped[int] = mapped_column(BigInteger)
-    balance_after: Mapped[int] = mapped_column(BigInteger)
-    lot_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("credit_lots.id"))
     # A reversal and the spend it reverses are archived together (or not at all).
     reverses_entry_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("ledger_entries_archive.id")
     )
-    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger)
-    shopify_refund_id: Mapped[int | None] = mapped_column(BigInteger)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255))
-    actor: Mapped[str] = mapped_column(String(255))
-    reason: Mapped[str] = mapped_column(String(255))
-    note: Mapped[str | None] = mapped_column(String(1000))
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime]
     archived_at: Mapped[datetime]
 
 

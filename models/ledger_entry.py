@@ -21,7 +21,33 @@ from ledger.kinds import EntryKind, sql_in
 from models.base import Base, BigId
 
 
-class LedgerEntry(Base):
+class EntryColumns:
+    """Every column of a ledger entry but the reversal's link, whose target differs: the hot
+    table's own rows, or the archive's. ``ledger_entries_archive`` keeps the row as it was."""
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("credit_accounts.id"))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_before: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    lot_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("credit_lots.id"))
+    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger)
+    shopify_refund_id: Mapped[int | None] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(255))
+    note: Mapped[str | None] = mapped_column(String(1000))
+    # "metadata" is reserved on declarative classes, so the attribute is named meta.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class LedgerEntry(EntryColumns, Base):
     """An immutable fact. The database refuses UPDATE and DELETE on this table (a trigger)."""
 
     __tablename__ = "ledger_entries"
@@ -66,27 +92,7 @@ class LedgerEntry(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("credit_accounts.id"))
-    sequence: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(16))
-    amount: Mapped[int] = mapped_column(BigInteger)
-    balance_before: Mapped[int] = mapped_column(BigInteger)
-    balance_after: Mapped[int] = mapped_column(BigInteger)
-    lot_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("credit_lots.id"))
     reverses_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
-    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger)
-    shopify_refund_id: Mapped[int | None] = mapped_column(BigInteger)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255))
-    actor: Mapped[str] = mapped_column(String(255))
-    reason: Mapped[str] = mapped_column(String(255))
-    note: Mapped[str | None] = mapped_column(String(1000))
-    # "metadata" is reserved on declarative classes, so the attribute is named meta.
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime]
 
 
 class EntryAllocation(Base):
